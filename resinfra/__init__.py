@@ -1,0 +1,1 @@
+"""resinfra: resilient infrastructure spanning clouds."""

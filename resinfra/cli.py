@@ -1,0 +1,216 @@
+"""The ``resinfra`` command: plan and render a stack offline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from resinfra import config
+
+EXIT_BAD_CONFIG = 2
+SECRET_PLACEHOLDER = "offline-placeholder-secret"
+"""Stands in for ``secure:`` values: the offline run cannot (and must not) decrypt them."""
+
+
+class StackFileError(Exception):
+    """The stack file is missing or unreadable."""
+
+
+def project_dir(start: Path | None = None) -> Path:
+    """The directory holding the resinfra ``Pulumi.yaml``: from ``start`` upwards, else the checkout this package is in."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        project = candidate / "Pulumi.yaml"
+        if project.is_file() and (yaml.safe_load(project.read_text()) or {}).get("name") == "resinfra":
+            return candidate
+    return Path(__file__).resolve().parent.parent
+
+
+def stack_file(stack: str | None, config_file: str | None) -> tuple[str, Path]:
+    """Resolve ``--stack``/``--config-file`` to (stack name, file path)."""
+    if config_file:
+        path = Path(config_file)
+        name = path.stem.removeprefix("Pulumi.") if path.name.startswith("Pulumi.") else (stack or "dev")
+        return name, path
+    name = stack or "dev"
+    return name, project_dir() / f"Pulumi.{name}.yaml"
+
+
+def read_stack_config(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """The ``config:`` map of a stack file, with ``secure:`` values replaced by placeholders.
+
+    Returns the values and the keys that were secret.
+    """
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise StackFileError(f"{path}: no such stack file; pass --stack NAME (reads Pulumi.NAME.yaml) or --config-file PATH") from None
+    except yaml.YAMLError as err:
+        raise StackFileError(f"{path}: not valid YAML: {err}") from None
+    values = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(values, dict):
+        raise StackFileError(f"{path}: has no 'config:' map of stack settings")
+    secret_keys = []
+    for key, value in list(values.items()):
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            values[key] = SECRET_PLACEHOLDER
+            secret_keys.append(key)
+    return values, secret_keys
+
+
+# ---------------------------------------------------------------------------
+# plan
+
+
+def plan_report(run: Any, stack: str, source: Path, seconds: float) -> dict[str, Any]:
+    """The data ``resinfra plan`` prints (as text or ``--json``)."""
+    from resinfra.offline import OfflineRun
+
+    assert isinstance(run, OfflineRun)
+    cfg = run.config
+    components = []
+    for comp in (r for r in run.resources if r.type.startswith("resinfra:")):
+        children = [r for r in run.resources if r.custom and run.descends_from(r, comp)]
+        components.append(
+            {
+                "type": comp.type,
+                "name": comp.name,
+                "resourceCount": len(children),
+                "countsByType": dict(sorted(Counter(r.type for r in children).items())),
+                "resources": [{"type": r.type, "name": r.name} for r in children],
+            }
+        )
+    custom = [r for r in run.resources if r.custom]
+    return {
+        "stack": stack,
+        "configFile": str(source),
+        "offline": True,
+        "seconds": round(seconds, 2),
+        "supernet": cfg.supernet,
+        "sitePrefixLength": cfg.site_prefix_length,
+        "sites": [
+            {
+                "name": s.name,
+                "provider": str(s.provider),
+                "number": s.number,
+                "block": str(run.result.plan[s.name].block),
+                "subnet": str(run.result.plan[s.name].subnet),
+                "gatewaySubnet": str(run.result.plan[s.name].gateway_subnet),
+                "gateway": run.outputs["sites"][s.name]["gateway"],
+                "workers": s.workers,
+            }
+            for s in cfg.sites
+        ],
+        "machines": run.outputs["inventory"],
+        "components": components,
+        "resourceCount": len(custom),
+        "countsByType": dict(sorted(Counter(r.type for r in custom).items())),
+    }
+
+
+def format_plan(report: dict[str, Any]) -> str:
+    """Human-readable plan."""
+    lines = [
+        f"resinfra plan: stack {report['stack']} ({report['configFile']})",
+        f"offline under Pulumi mocks in {report['seconds']} s: no cloud was contacted; public addresses from 100.64.0.0/10 are placeholders",
+        "",
+        f"Address plan: supernet {report['supernet']}, one /{report['sitePrefixLength']} block per site",
+    ]
+    rows = [("site", "provider", "no", "block", "worker subnet", "gateway", "gateway public", "workers")]
+    for s in report["sites"]:
+        gw = s["gateway"]
+        rows.append((s["name"], s["provider"], str(s["number"]), s["block"], s["subnet"], gw["kind"], ", ".join(gw["publicIps"]), str(s["workers"])))
+    lines += _table(rows)
+    lines += ["", "Machines"]
+    rows = [("name", "site", "role", "private", "public")]
+    rows += [(m["name"], m["site"], m["role"], m["privateIp"], m["publicIp"]) for m in report["machines"]]
+    lines += _table(rows)
+    lines += ["", f"Resources: {report['resourceCount']}, by component"]
+    for comp in report["components"]:
+        lines.append(f"  {comp['type']} {comp['name']} ({comp['resourceCount']})")
+        for typ, count in comp["countsByType"].items():
+            lines.append(f"    {count:4d}  {typ}")
+    lines += ["", "Totals by type"]
+    lines += [f"  {count:4d}  {typ}" for typ, count in report["countsByType"].items()]
+    return "\n".join(lines)
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def run_stack(args: argparse.Namespace) -> tuple[Any, str, Path, float]:
+    """Read the stack file and run the program offline. Raises StackFileError/ConfigError."""
+    stack, path = stack_file(args.stack, args.config_file)
+    values, secret_keys = read_stack_config(path)
+    started = time.perf_counter()
+    from resinfra.offline import run_offline
+
+    run = run_offline(values, stack_name=stack, secret_keys=secret_keys)
+    return run, stack, path, time.perf_counter() - started
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    run, stack, path, seconds = run_stack(args)
+    report = plan_report(run, stack, path, seconds)
+    print(json.dumps(report, indent=2) if args.json else format_plan(report))
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    run, _, _, _ = run_stack(args)
+    out = Path(args.out)
+    written = 0
+    for f in run.files:
+        target = out / f.machine / f.filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(f.content)
+        # Files holding secrets (PSKs, tokens) are readable by the owner only.
+        target.chmod(0o600 if f.secret else 0o644)
+        written += 1
+        print(f"{f.purpose:12s} {target}")
+    print(f"{written} files written to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="resinfra", description="Plan, render and operate a resinfra stack.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stack_args(p: argparse.ArgumentParser) -> None:
+        group = p.add_mutually_exclusive_group()
+        group.add_argument("--stack", help="stack name: reads Pulumi.NAME.yaml from the project (default: dev)")
+        group.add_argument("--config-file", help="a stack file (Pulumi.<stack>.yaml format) anywhere")
+
+    plan = sub.add_parser("plan", help="run the program offline and show the address plan and every resource it would create")
+    stack_args(plan)
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.set_defaults(func=cmd_plan)
+
+    render = sub.add_parser("render", help="write every file the program boots machines with or pushes to them")
+    stack_args(render)
+    render.add_argument("--out", required=True, help="directory to write into (one folder per machine)")
+    render.set_defaults(func=cmd_render)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (config.ConfigError, StackFileError) as err:
+        print(f"resinfra: {err}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,575 @@
+"""Typed stack configuration under the ``resinfra:`` namespace, validated before anything is declared.
+
+Every problem is reported with the full config key path (``resinfra:sites[2].machineType``)
+and how to fix it. Structural rules (types, unknown keys, bounds) live on the pydantic
+models; rules that span several keys (overlaps, duplicates, derived names) live in
+:func:`check_stack` so each can name the exact key it is about.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import enum
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic.alias_generators import to_camel
+
+NAMESPACE = "resinfra"
+
+MIN_WORKERS = 1
+MAX_WORKERS = 100
+"""Workers per site. The worker subnet is a /24 and workers start at host offset 10."""
+
+RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+
+
+def is_rfc1918(network: str | ipaddress.IPv4Network) -> bool:
+    """Whether ``network`` lies in the RFC 1918 private ranges (``is_private`` also
+    counts documentation ranges, which are fine as example public addresses)."""
+    net = ipaddress.IPv4Network(network)
+    return any(net.subnet_of(r) for r in RFC1918)
+
+
+DNS_LABEL = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
+
+# Private ASN ranges (RFC 6996) that both GCP Cloud Router and Azure VPN gateways accept.
+PRIVATE_ASN_16 = range(64512, 65535)
+PRIVATE_ASN_32 = range(4200000000, 4294967295)
+# Azure reserves these for its own use (learn.microsoft.com: "VPN Gateway BGP", "Which ASNs can I use").
+AZURE_RESERVED_ASNS = frozenset({65515, 65517, 65518, 65519, 65520})
+AZURE_DEFAULT_ASN = 65515
+
+
+class Provider(enum.StrEnum):
+    """The clouds a site can live on."""
+
+    GCP = "gcp"
+    AZURE = "azure"
+    HETZNER = "hetzner"
+    PROXMOX = "proxmox"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One invalid config value: where it is, what is wrong, how to fix it."""
+
+    key: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}. Fix: {self.fix}."
+
+
+class ConfigError(Exception):
+    """The stack configuration is invalid; nothing has been declared."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = list(problems)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        noun = "problem" if len(self.problems) == 1 else "problems"
+        lines = [f"invalid stack configuration ({len(self.problems)} {noun}):"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _ipv4_network(value: str) -> str:
+    ipaddress.IPv4Network(value, strict=True)
+    return value
+
+
+def _ipv4_address(value: str) -> str:
+    ipaddress.IPv4Address(value)
+    return value
+
+
+Cidr = Annotated[str, AfterValidator(_ipv4_network)]
+"""An IPv4 network in CIDR notation with no host bits set; kept as text."""
+IpAddress = Annotated[str, AfterValidator(_ipv4_address)]
+DnsLabel = Annotated[str, Field(pattern=DNS_LABEL.pattern, min_length=1, max_length=30)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        str_strip_whitespace=True,
+    )
+
+
+class SiteBase(_Model):
+    """Settings every site has, whatever its provider."""
+
+    name: DnsLabel
+    """Short site name; part of every resource and host name on the site."""
+    number: int = Field(ge=1)
+    """Stable site number: picks the site's address block. Never reuse or change it."""
+    workers: int = Field(default=2, ge=MIN_WORKERS, le=MAX_WORKERS)
+    """Number of worker VMs."""
+    image: str | None = None
+    """Image for the site's VMs; a stock Ubuntu 24.04 LTS image when unset."""
+    address_block: Cidr | None = None
+    """Explicit address block (a /23 or larger inside the supernet) instead of the one
+    the site number picks; for adopting an existing range."""
+
+
+class GcpSite(SiteBase):
+    provider: Literal[Provider.GCP]
+    project: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")]
+    region: Annotated[str, Field(pattern=r"^[a-z]+-[a-z]+[0-9]+$")]
+    zone: Annotated[str, Field(pattern=r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")]
+    machine_type: str = "e2-small"
+    asn: int = 64514
+    """ASN of the site's Cloud Router."""
+
+
+class AzureSite(SiteBase):
+    provider: Literal[Provider.AZURE]
+    location: Annotated[str, Field(pattern=r"^[a-z0-9]+$")]
+    resource_group: Annotated[str, Field(pattern=r"^[-\w.()]{1,89}[-\w()]$")]
+    vm_size: str = "Standard_B1s"
+    gateway_sku: Literal["VpnGw1AZ", "VpnGw2AZ", "VpnGw3AZ", "VpnGw4AZ", "VpnGw5AZ"] = "VpnGw1AZ"
+    gateway_zones: list[Literal["1", "2", "3"]] = Field(default_factory=lambda: ["1", "2", "3"])
+    """Availability zones of the gateway's public addresses; empty where the region has none."""
+    active_active: bool = False
+    """Two gateway instances and two public addresses (Azure's 99.99 % configuration)."""
+    asn: int = AZURE_DEFAULT_ASN
+    """ASN of the VNet gateway."""
+
+
+HETZNER_NETWORK_ZONES = {"fsn1": "eu-central", "nbg1": "eu-central", "hel1": "eu-central", "ash": "us-east", "hil": "us-west", "sin": "ap-southeast"}
+
+
+class HetznerSite(SiteBase):
+    provider: Literal[Provider.HETZNER]
+    location: Literal["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
+    network_zone: Literal["eu-central", "us-east", "us-west", "ap-southeast"]
+    server_type: str = "cx22"
+    gateway_server_type: str | None = None
+    """Server type of the gateway VM; ``serverType`` when unset."""
+
+
+class ProxmoxSite(SiteBase):
+    provider: Literal[Provider.PROXMOX]
+    node: DnsLabel
+    """Proxmox VE node that hosts the site's VMs."""
+    template_vm_id: int = Field(ge=100, le=999_999_999)
+    """VM id of a cloud-init enabled Ubuntu 24.04 template to clone."""
+    vm_id_base: int = Field(default=4000, ge=100, le=999_999_000)
+    """First VM id of the site: gateway = base, tooling = base+1, worker k = base+9+k."""
+    public_bridge: str = "vmbr0"
+    private_bridge: str = "vmbr1"
+    public_range: Cidr
+    """Public address range routed to the public bridge."""
+    public_gateway: IpAddress
+    """Router of the public range (the VMs' default gateway)."""
+    datastore: str = "local-lvm"
+    """Datastore for the VM disks."""
+    snippets_datastore: str = "local"
+    """Datastore with the 'snippets' content type, for cloud-init user-data."""
+    cores: int = Field(default=2, ge=1, le=128)
+    memory_mb: int = Field(default=2048, ge=512, le=1_048_576)
+
+
+SiteConfig = Annotated[
+    GcpSite | AzureSite | HetznerSite | ProxmoxSite,
+    Field(discriminator="provider"),
+]
+
+
+class ToolingConfig(_Model):
+    """The resinfra VM: where it runs and how big it is."""
+
+    site: DnsLabel | None = None
+    """Name of the site that hosts it: the Hetzner site when unset, else the first site."""
+    size: str | None = None
+    """Provider-specific size (GCP machine type, Azure VM size, Hetzner server type);
+    the site's worker size when unset. On Proxmox the site's cores and memory apply."""
+
+
+class StackConfig(_Model):
+    """Everything under ``resinfra:`` in a ``Pulumi.<stack>.yaml``."""
+
+    prefix: DnsLabel
+    """Prefix of every resource and host name (e.g. ``ri-dev``)."""
+    supernet: Cidr = "10.10.0.0/16"
+    """Private range that holds every site's address block."""
+    site_prefix_length: int = Field(default=20, ge=9, le=23)
+    """Size of one site's address block inside the supernet."""
+    admin_cidrs: list[Cidr] = Field(min_length=1)
+    """Networks allowed to reach SSH on every machine."""
+    allow_ssh_from_anywhere: bool = False
+    """Must be true to accept 0.0.0.0/0 in adminCidrs."""
+    admin_user: DnsLabel = "resinfra"
+    ssh_public_key: str = Field(min_length=1)
+    """OpenSSH public key of the admin user."""
+    sites: list[SiteConfig] = Field(min_length=1)
+    tooling: ToolingConfig = Field(default_factory=ToolingConfig)
+
+    @property
+    def supernet_network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.supernet)
+
+    @property
+    def tooling_site(self) -> str:
+        """Name of the site that hosts the resinfra VM."""
+        if self.tooling.site:
+            return self.tooling.site
+        hetzner = [s.name for s in self.sites if s.provider == Provider.HETZNER]
+        return hetzner[0] if hetzner else self.sites[0].name
+
+
+Site = GcpSite | AzureSite | HetznerSite | ProxmoxSite
+
+# ---------------------------------------------------------------------------
+# Turning pydantic errors into keyed problems
+
+
+def key_path(loc: Iterable[str | int]) -> str:
+    """Render a pydantic location as a config key: ``resinfra:sites[2].machineType``."""
+    parts = list(loc)
+    if not parts:
+        return f"{NAMESPACE}:"
+    out = f"{NAMESPACE}:{parts[0]}"
+    for part in parts[1:]:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _known_fields(loc: list[str | int], raw: Mapping[str, Any]) -> list[str]:
+    """The keys allowed at the object that holds ``loc``'s last element."""
+    model: type[BaseModel] = StackConfig
+    node: Any = raw
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else {}
+            continue
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+        if part == "sites":
+            continue
+        if part in NESTED_MODELS:
+            model = NESTED_MODELS[part]
+    if loc[:1] == ["sites"] and len(loc) >= 3:
+        provider = node.get("provider") if isinstance(node, dict) else None
+        model = PROVIDER_MODELS.get(str(provider), SiteBase)
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+NESTED_MODELS: dict[str, type[BaseModel]] = {"tooling": ToolingConfig}
+
+PROVIDER_MODELS: dict[str, type[BaseModel]] = {
+    Provider.GCP: GcpSite,
+    Provider.AZURE: AzureSite,
+    Provider.HETZNER: HetznerSite,
+    Provider.PROXMOX: ProxmoxSite,
+}
+
+
+def _problem_from_pydantic(err: Any, raw: Mapping[str, Any]) -> Problem:
+    loc: list[str | int] = list(err["loc"])
+    # Discriminated unions add the tag to the location (sites.0.gcp.zone): drop it.
+    if len(loc) >= 3 and loc[0] == "sites" and loc[2] in PROVIDER_MODELS:
+        loc = loc[:2] + loc[3:]
+    kind = err["type"]
+    key = key_path(loc)
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        known = _known_fields(loc, raw)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "remove it"
+        return Problem(key, "unknown key", f"{hint} Known keys here: {', '.join(sorted(known))}")
+    if kind == "union_tag_invalid":
+        return Problem(
+            key_path([*loc, "provider"]),
+            f"unknown provider {value.get('provider')!r}" if isinstance(value, dict) else "unknown provider",
+            f"use one of {', '.join(p.value for p in Provider)}",
+        )
+    if kind == "union_tag_not_found":
+        return Problem(
+            key_path([*loc, "provider"]),
+            "missing",
+            f"add 'provider:' with one of {', '.join(p.value for p in Provider)}",
+        )
+    if kind == "missing":
+        return Problem(key, "missing", _MISSING_FIXES.get(key, f"set {key} (see the configuration reference in README.md)"))
+    if kind == "list_type":
+        return Problem(key, f"{value!r} is not a list", f"write {key} as a YAML list, one entry per line starting with '- '")
+    if kind == "string_pattern_mismatch":
+        return Problem(key, f"{value!r} has the wrong form", _PATTERN_FIXES.get(str(loc[-1]), f"it must match {err['ctx']['pattern']}"))
+    if kind in ("greater_than_equal", "less_than_equal", "too_short", "too_long", "string_too_long", "string_too_short"):
+        return Problem(key, f"{value!r} is out of bounds ({err['msg'].lower()})", _bounds_fix(loc))
+    if kind == "value_error":
+        cause = str(err["ctx"].get("error", err["msg"]))
+        return Problem(key, f"{value!r} is not valid ({cause})", "write an IPv4 address or network such as 10.10.0.0/16 (no host bits set in a network)")
+    if kind == "literal_error":
+        return Problem(key, f"{value!r} is not allowed", f"use {err['ctx']['expected']}")
+    return Problem(key, err["msg"].lower(), "see the configuration reference in README.md")
+
+
+_MISSING_FIXES = {
+    key_path(["sshPublicKey"]): 'run: pulumi config set resinfra:sshPublicKey "$(cat ~/.ssh/id_ed25519.pub)"',
+    key_path(["adminCidrs"]): "run: pulumi config set --path 'resinfra:adminCidrs[0]' <your office or VPN range>",
+    key_path(["prefix"]): "run: pulumi config set resinfra:prefix <short name, e.g. ri-dev>",
+}
+
+_PATTERN_FIXES = {
+    "name": "use lowercase letters, digits and '-', starting with a letter and not ending with '-' (at most 30 characters)",
+    "prefix": "use lowercase letters, digits and '-', starting with a letter and not ending with '-' (at most 30 characters)",
+    "adminUser": "use lowercase letters, digits and '-', starting with a letter",
+    "node": "use the Proxmox VE node's name as shown in the cluster view",
+    "project": "use the GCP project id (6-30 lowercase letters, digits and '-'), not its display name or number",
+    "region": "use a GCP region such as europe-west3",
+    "zone": "use a GCP zone such as europe-west3-a",
+    "location": "use an Azure region name such as westeurope (lowercase, no spaces)",
+    "resourceGroup": "use at most 90 letters, digits, '-', '_', '.', '(' or ')', not ending with '.'",
+}
+
+
+def _bounds_fix(loc: list[str | int]) -> str:
+    field = str(loc[-1])
+    if field == "workers":
+        return f"use between {MIN_WORKERS} and {MAX_WORKERS} workers per site"
+    if field == "number":
+        return "use a site number of 1 or more"
+    if field == "sitePrefixLength":
+        return "use a prefix length between 9 and 23 (a /20 gives 4094 addresses per site)"
+    if field in ("adminCidrs", "sites"):
+        return f"list at least one entry under {key_path(loc)}"
+    return "see the configuration reference in README.md"
+
+
+# ---------------------------------------------------------------------------
+# Rules across keys
+
+
+def check_stack(cfg: StackConfig) -> list[Problem]:
+    """Rules that span several keys; empty when the stack is valid.
+
+    + cfg: a structurally valid stack config
+
+    Example: two sites with number 1 give a problem keyed ``resinfra:sites[1].number``.
+    """
+    from resinfra import addressing, naming  # local: both import this module's types
+
+    problems: list[Problem] = []
+    supernet = cfg.supernet_network
+
+    if not is_rfc1918(supernet):
+        problems.append(Problem(key_path(["supernet"]), f"{supernet} is not a private range", "use a range from 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"))
+    if cfg.site_prefix_length <= supernet.prefixlen:
+        problems.append(
+            Problem(
+                key_path(["sitePrefixLength"]),
+                f"/{cfg.site_prefix_length} is not smaller than the supernet {supernet}",
+                f"use a prefix length greater than {supernet.prefixlen}",
+            )
+        )
+        return problems
+
+    for i, cidr in enumerate(cfg.admin_cidrs):
+        net = ipaddress.IPv4Network(cidr)
+        if net.prefixlen == 0 and not cfg.allow_ssh_from_anywhere:
+            problems.append(
+                Problem(
+                    key_path(["adminCidrs", i]),
+                    "0.0.0.0/0 opens SSH on every machine to the whole internet",
+                    "list your office or VPN ranges, or set resinfra:allowSshFromAnywhere to true if you really mean it",
+                )
+            )
+
+    if not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( .*)?$", cfg.ssh_public_key):
+        problems.append(
+            Problem(
+                key_path(["sshPublicKey"]),
+                "not an OpenSSH public key",
+                "paste the single line of your ~/.ssh/id_ed25519.pub (starts with ssh-ed25519)",
+            )
+        )
+
+    seen_names: dict[str, int] = {}
+    seen_numbers: dict[int, int] = {}
+    seen_providers: dict[Provider, int] = {}
+    max_number = 2 ** (cfg.site_prefix_length - supernet.prefixlen) - 1
+    for i, site in enumerate(cfg.sites):
+        if site.name in seen_names:
+            problems.append(
+                Problem(
+                    key_path(["sites", i, "name"]),
+                    f"site name {site.name!r} is also used by resinfra:sites[{seen_names[site.name]}]",
+                    "give every site its own name",
+                )
+            )
+        seen_names.setdefault(site.name, i)
+        if site.number in seen_numbers:
+            problems.append(
+                Problem(
+                    key_path(["sites", i, "number"]),
+                    f"site number {site.number} is also used by resinfra:sites[{seen_numbers[site.number]}]",
+                    "give every site its own number; numbers pick address blocks and must never be reused",
+                )
+            )
+        seen_numbers.setdefault(site.number, i)
+        if site.number > max_number:
+            problems.append(
+                Problem(
+                    key_path(["sites", i, "number"]),
+                    f"site number {site.number} has no address block: {supernet} holds {max_number} sites of /{cfg.site_prefix_length}",
+                    f"use a number from 1 to {max_number}, or a larger resinfra:supernet, or a larger resinfra:sitePrefixLength",
+                )
+            )
+        provider = Provider(site.provider)
+        if provider in seen_providers:
+            problems.append(
+                Problem(
+                    key_path(["sites", i, "provider"]),
+                    f"a second {provider.value} site (first: resinfra:sites[{seen_providers[provider]}]) is not supported yet: the mesh has no {provider.value}-to-{provider.value} link kind",
+                    "use one site per provider",
+                )
+            )
+        seen_providers.setdefault(provider, i)
+        problems += _check_site(cfg, i, site)
+        problems += [Problem(key_path(["sites", i, "name"]), msg, fix) for msg, fix in naming.check_names(cfg.prefix, site)]
+
+    if cfg.tooling.site is not None and cfg.tooling.site not in seen_names:
+        problems.append(
+            Problem(
+                key_path(["tooling", "site"]),
+                f"no site is named {cfg.tooling.site!r}",
+                f"use one of {', '.join(s.name for s in cfg.sites)}, or leave it unset for the Hetzner site",
+            )
+        )
+
+    asn_owner: dict[int, int] = {}
+    for i, site in enumerate(cfg.sites):
+        if isinstance(site, GcpSite | AzureSite):
+            if site.asn in asn_owner:
+                problems.append(
+                    Problem(
+                        key_path(["sites", i, "asn"]),
+                        f"ASN {site.asn} is also used by resinfra:sites[{asn_owner[site.asn]}]",
+                        "give every BGP speaker its own private ASN",
+                    )
+                )
+            asn_owner.setdefault(site.asn, i)
+
+    # Overlap checks after duplicate site numbers would only repeat those problems.
+    if not problems:
+        problems += addressing.check_addresses(cfg)
+    return problems
+
+
+def _private_asn(asn: int) -> bool:
+    return asn in PRIVATE_ASN_16 or asn in PRIVATE_ASN_32
+
+
+def _check_site(cfg: StackConfig, i: int, site: Site) -> list[Problem]:
+    problems: list[Problem] = []
+    if isinstance(site, GcpSite):
+        if not site.zone.startswith(site.region + "-"):
+            problems.append(
+                Problem(
+                    key_path(["sites", i, "zone"]), f"zone {site.zone} is not in region {site.region}", f"use a zone of {site.region}, e.g. {site.region}-a"
+                )
+            )
+        if not _private_asn(site.asn):
+            problems.append(
+                Problem(
+                    key_path(["sites", i, "asn"]),
+                    f"ASN {site.asn} is not a private ASN",
+                    "use 64512-65534 or 4200000000-4294967294 (Cloud Router requires a private ASN)",
+                )
+            )
+    if isinstance(site, AzureSite) and site.asn != AZURE_DEFAULT_ASN and (site.asn in AZURE_RESERVED_ASNS or not _private_asn(site.asn)):
+        problems.append(
+            Problem(
+                key_path(["sites", i, "asn"]),
+                f"ASN {site.asn} is reserved by Azure or not private",
+                "use 65515 (Azure's default) or a private ASN outside 65517-65520",
+            )
+        )
+    if isinstance(site, HetznerSite) and HETZNER_NETWORK_ZONES[site.location] != site.network_zone:
+        problems.append(
+            Problem(
+                key_path(["sites", i, "networkZone"]),
+                f"location {site.location} is in network zone {HETZNER_NETWORK_ZONES[site.location]}, not {site.network_zone}",
+                f"set networkZone to {HETZNER_NETWORK_ZONES[site.location]}",
+            )
+        )
+    if isinstance(site, ProxmoxSite):
+        rng = ipaddress.IPv4Network(site.public_range)
+        gw = ipaddress.IPv4Address(site.public_gateway)
+        if gw not in rng:
+            problems.append(
+                Problem(key_path(["sites", i, "publicGateway"]), f"{gw} is not inside publicRange {rng}", "use the router address of the public range")
+            )
+        elif is_rfc1918(rng):
+            problems.append(
+                Problem(key_path(["sites", i, "publicRange"]), f"{rng} is a private range", "use the public range routed to the Proxmox host's public bridge")
+            )
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+def parse_config_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn ``resinfra:*`` config entries (as Pulumi stores them) into a plain dict.
+
+    + values: config keys with their namespace (``resinfra:sites``) to values; values are
+      either already structured (YAML) or the JSON strings Pulumi hands a program.
+
+    Keys of other namespaces are ignored.
+    """
+    out: dict[str, Any] = {}
+    prefix = NAMESPACE + ":"
+    for key, value in values.items():
+        if not key.startswith(prefix):
+            continue
+        if isinstance(value, str) and value[:1] in "[{":
+            # Left as text when it is not JSON: the model then reports the wrong type against the key.
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(value)
+        out[key[len(prefix) :]] = value
+    return out
+
+
+_STACK_ADAPTER = TypeAdapter(StackConfig)
+
+
+def load(values: Mapping[str, Any]) -> StackConfig:
+    """Validate ``resinfra:*`` config and return it, or raise :class:`ConfigError`.
+
+    + values: namespaced config entries (see :func:`parse_config_values`)
+
+    Example::
+
+        load({"resinfra:prefix": "ri-dev", ...})  # -> StackConfig
+    """
+    raw = parse_config_values(values)
+    try:
+        cfg = _STACK_ADAPTER.validate_python(raw, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        raise ConfigError(_problem_from_pydantic(e, raw) for e in exc.errors()) from None
+    problems = check_stack(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg

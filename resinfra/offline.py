@@ -1,0 +1,318 @@
+"""Run the real program offline under Pulumi mocks: no CLI, no credentials, no cloud.
+
+``resinfra plan``, ``resinfra render`` and the tests all go through :func:`run_offline`.
+The mocks answer the way the providers do (hcloud ids are integers, Azure echoes names,
+servers and addresses get public IPs) so the program's ``apply`` chains run for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pulumi_mocks
+
+from resinfra import config, stack
+
+PROJECT = "resinfra"
+MOCK_PUBLIC_RANGE = ipaddress.IPv4Network("100.64.0.0/10")
+"""Fake public addresses come from shared address space: clearly not anyone's real address."""
+MOCK_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+
+_AZURE_NAME_INPUT = {"VirtualMachine": "vmName"}
+
+
+@dataclass
+class DeclaredResource:
+    """One resource the program registered, as the engine saw it."""
+
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    provider: str
+    inputs: dict[str, Any]
+    secret_inputs: set[str]
+    """Top-level input names whose value is (or contains) a secret."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    dependencies: list[str] = field(default_factory=list)
+    id: str = ""
+    delete_before_replace: bool = False
+
+
+def _contains_secret(value: Any) -> bool:
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG_KEY) == SECRET_SIG:
+            return True
+        return any(_contains_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_contains_secret(v) for v in value)
+    return False
+
+
+class CloudMocks(pulumi.runtime.Mocks):
+    """Answers resource registrations and invokes like the four providers would."""
+
+    def __init__(self) -> None:
+        self._ids: set[int] = set()
+        self._public: dict[str, str] = {}
+
+    def public_ip(self, key: str) -> str:
+        """A stable fake public address for ``key`` (hash, then probe past collisions)."""
+        if key in self._public:
+            return self._public[key]
+        taken = set(self._public.values())
+        n = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
+        while True:
+            address = str(MOCK_PUBLIC_RANGE.network_address + 1 + n % (MOCK_PUBLIC_RANGE.num_addresses - 2))
+            if address not in taken:
+                self._public[key] = address
+                return address
+            n += 1
+
+    def _next_id(self, name: str) -> str:
+        """A stable integer id for ``name``: runs that differ elsewhere give a resource the same id."""
+        n = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % 900_000_000 + 100_000_000
+        while n in self._ids:
+            n += 1
+        self._ids.add(n)
+        return str(n)
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        inputs = dict(args.inputs)
+        typ, name = args.typ, args.name
+        package = typ.split(":")[0]
+        if typ.startswith("pulumi:providers:"):
+            return f"{name}-provider-id", inputs
+        if package == "hcloud":
+            return self._hcloud(typ, name, inputs)
+        if package == "gcp":
+            return self._gcp(typ, name, inputs)
+        if package == "azure-native":
+            return self._azure(typ, name, inputs)
+        if package == "proxmoxve":
+            return self._proxmox(typ, name, inputs)
+        return f"{name}-id", inputs
+
+    def _hcloud(self, typ: str, name: str, out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        # hcloud ids are integers (the SDK wants Input[int] for network_id and friends).
+        ident = self._next_id(name)
+        if typ == "hcloud:index/server:Server":
+            out["ipv4Address"] = self.public_ip(name)
+            out["status"] = "running"
+        if typ == "hcloud:index/primaryIp:PrimaryIp":
+            out["ipAddress"] = self.public_ip(name)
+        return ident, out
+
+    def _gcp(self, typ: str, name: str, out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        kind = typ.split(":")[-1]
+        physical = out.get("name", name)
+        ident = f"projects/mock-project/{kind.lower()}s/{physical}"
+        out["selfLink"] = f"https://www.googleapis.com/compute/v1/{ident}"
+        if typ == "gcp:compute/instance:Instance":
+            for nic in out.get("networkInterfaces", []):
+                for access in nic.get("accessConfigs", []):
+                    access.setdefault("natIp", self.public_ip(name))  # a reserved address is kept
+            out["instanceId"] = self._next_id(name)
+        if typ == "gcp:compute/haVpnGateway:HaVpnGateway":
+            out["vpnInterfaces"] = [{"id": i, "ipAddress": self.public_ip(f"{name}-{i}")} for i in (0, 1)]
+        if typ == "gcp:compute/address:Address":
+            out["address"] = self.public_ip(name)
+        return ident, out
+
+    def _azure(self, typ: str, name: str, out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        _, module, kind = typ.split(":")
+        key = _AZURE_NAME_INPUT.get(kind, kind[0].lower() + kind[1:] + "Name")
+        key = re.sub(r"IP", "Ip", key)
+        physical = out.get(key, name)
+        out["name"] = physical  # azure-native does not auto-name under mocks
+        group = out.get("resourceGroupName", physical)
+        if kind == "ResourceGroup":
+            ident = f"/subscriptions/{MOCK_SUBSCRIPTION}/resourceGroups/{physical}"
+        else:
+            parent = out.get("virtualNetworkName")
+            plural = kind[0].lower() + kind[1:] + ("es" if kind.endswith("s") else "s")
+            path = f"virtualNetworks/{parent}/subnets/{physical}" if kind == "Subnet" and parent else f"{plural}/{physical}"
+            ident = f"/subscriptions/{MOCK_SUBSCRIPTION}/resourceGroups/{group}/providers/Microsoft.{module.capitalize()}/{path}"
+        out["id"] = ident
+        if kind == "PublicIPAddress":
+            out["ipAddress"] = self.public_ip(name)
+        return ident, out
+
+    def _proxmox(self, typ: str, name: str, out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if typ == "proxmoxve:index/fileLegacy:FileLegacy":
+            raw = out.get("sourceRaw", {})
+            return f"{out.get('datastoreId')}:snippets/{raw.get('fileName', name)}", out
+        if typ == "proxmoxve:index/vmLegacy:VmLegacy":
+            return str(out.get("vmId", self._next_id(name))), out
+        return self._next_id(name), out
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        if args.token == "azure-native:authorization:getClientConfig":
+            return {
+                "subscriptionId": MOCK_SUBSCRIPTION,
+                "tenantId": MOCK_SUBSCRIPTION,
+                "clientId": MOCK_SUBSCRIPTION,
+                "objectId": MOCK_SUBSCRIPTION,
+            }, None
+        return {}, None
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The mock engine, also keeping what each registration carried (parent, secrets, inputs)."""
+
+    def __init__(self, mocks: CloudMocks):
+        super().__init__(mocks)
+        self.declared: dict[str, DeclaredResource] = {}
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        if response.urn in self.declared:
+            # The real engine refuses a duplicate URN; the mock engine would silently overwrite.
+            raise ValueError(f"duplicate resource URN {response.urn}")
+        raw = json_format.MessageToDict(request.object)
+        inputs = json.loads(json.dumps(raw))
+        self.declared[response.urn] = DeclaredResource(
+            urn=response.urn,
+            type=request.type,
+            name=request.name,
+            parent=request.parent,
+            custom=bool(request.custom),
+            provider=request.provider,
+            inputs=_unwrap_secrets(inputs),
+            secret_inputs={k for k, v in raw.items() if _contains_secret(v)},
+            outputs=_unwrap_secrets(json_format.MessageToDict(response.object)) if response.object else {},
+            dependencies=list(request.dependencies),
+            id=response.id,
+            delete_before_replace=bool(request.deleteBeforeReplace),
+        )
+        return response
+
+
+def _unwrap_secrets(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG_KEY) == SECRET_SIG:
+            return _unwrap_secrets(value.get("value"))
+        return {k: _unwrap_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap_secrets(v) for v in value]
+    return value
+
+
+@dataclass
+class ResolvedFile:
+    machine: str
+    purpose: str
+    filename: str
+    content: str
+    secret: bool
+
+
+@dataclass
+class OfflineRun:
+    """What one offline run of the program declared and produced."""
+
+    config: config.StackConfig
+    result: stack.StackResult
+    resources: list[DeclaredResource]
+    outputs: dict[str, Any]
+    secret_outputs: set[str]
+    """Top-level stack outputs marked secret."""
+    files: list[ResolvedFile]
+
+    def ancestor_types(self, resource: DeclaredResource) -> list[str]:
+        """Types of the resource's ancestors, innermost first (followed through ``parent``;
+        the mock engine's URNs only name the direct parent's type)."""
+        by_urn = {r.urn: r for r in self.resources}
+        types = []
+        parent = resource.parent
+        while parent in by_urn:
+            types.append(by_urn[parent].type)
+            parent = by_urn[parent].parent
+        return types
+
+    def descends_from(self, resource: DeclaredResource, ancestor: DeclaredResource) -> bool:
+        by_urn = {r.urn: r for r in self.resources}
+        parent = resource.parent
+        while parent in by_urn:
+            if parent == ancestor.urn:
+                return True
+            parent = by_urn[parent].parent
+        return False
+
+    def of_type(self, typ: str) -> list[DeclaredResource]:
+        return [r for r in self.resources if r.type == typ]
+
+    def by_name(self, name: str) -> DeclaredResource:
+        matches = [r for r in self.resources if r.name == name]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} resources named {name!r}")
+        return matches[0]
+
+
+def config_values(raw: Mapping[str, Any]) -> dict[str, str]:
+    """Stack config as the engine hands it to a program: namespaced keys, JSON for structure."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+
+
+def run_offline(values: Mapping[str, Any], stack_name: str = "dev", secret_keys: list[str] | None = None) -> OfflineRun:
+    """Validate ``values`` and run the whole program under mocks.
+
+    + values: namespaced stack config (``{"resinfra:prefix": ..., "resinfra:sites": [...]}``)
+    + stack_name: the stack the program believes it runs in
+    + secret_keys: config keys to mark secret, as ``pulumi config set --secret`` would
+
+    Raises :class:`resinfra.config.ConfigError` before anything is declared when the
+    config is invalid.
+    """
+    cfg = config.load(values)
+    mocks = CloudMocks()
+    monitor = RecordingMonitor(mocks)
+    # A fresh root Stack per run: set_mocks only creates one when none exists, and a
+    # second run would otherwise hang its resources under the first run's stack.
+    pulumi.runtime.settings.ROOT.set(None)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack_name, preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config(config_values(values), secret_keys or [])
+
+    captured: dict[str, Any] = {}
+
+    async def resolve() -> None:
+        result = stack.main(export=lambda key, value: None)
+        captured["result"] = result
+        outputs, secret = {}, set()
+        for key, value in result.outputs.items():
+            out = pulumi.Output.from_input(value)
+            outputs[key] = await out.future()
+            if await out.is_secret():
+                secret.add(key)
+        files = []
+        for f in result.files:
+            out = pulumi.Output.from_input(f.content)
+            files.append(ResolvedFile(f.machine, f.purpose, f.filename, str(await out.future()), await out.is_secret()))
+        captured.update(outputs=outputs, secret=secret, files=files)
+
+    @pulumi.runtime.test
+    def program() -> Any:
+        return asyncio.ensure_future(resolve())
+
+    program()
+    resources = list(monitor.declared.values())
+    return OfflineRun(
+        config=cfg,
+        result=captured["result"],
+        resources=resources,
+        outputs=captured["outputs"],
+        secret_outputs=captured["secret"],
+        files=captured["files"],
+    )

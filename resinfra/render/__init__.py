@@ -1,0 +1,1 @@
+"""Pure renderers: typed specs in, file text out. No Pulumi in here."""

@@ -1,0 +1,298 @@
+"""Azure site: resource group, VNet with worker subnet and GatewaySubnet, NSG, workers, route-based VNet gateway."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_azure_native as azure_native
+from pulumi_azure_native import compute, network, resources
+
+from resinfra.addressing import Role
+from resinfra.config import AzureSite as AzureSiteConfig
+from resinfra.config import Provider
+from resinfra.exposure import IngressRule, Protocol, ingress_rules
+from resinfra.naming import child_name
+from resinfra.sites.base import GatewayEndpoint, GatewayKind, SiteArgs, SiteComponent
+
+TYPE_TOKEN = "resinfra:sites:AzureSite"
+STOCK_IMAGE = compute.ImageReferenceArgs(publisher="Canonical", offer="ubuntu-24_04-lts", sku="server", version="latest")
+GATEWAY_SUBNET_NAME = "GatewaySubnet"
+"""Azure requires exactly this name for the subnet of a VNet gateway."""
+NSG_FIRST_PRIORITY = 100
+NSG_DENY_PRIORITY = 4096
+
+NSG_PROTOCOLS = {
+    Protocol.TCP: network.SecurityRuleProtocol.TCP,
+    Protocol.UDP: network.SecurityRuleProtocol.UDP,
+    Protocol.ESP: network.SecurityRuleProtocol.ESP,
+    Protocol.ANY: network.SecurityRuleProtocol.ASTERISK,
+}
+
+
+@dataclass(frozen=True)
+class AzureCredentials:
+    """``azure-native:*`` values for the site's explicit provider; unset ones fall back to
+    the provider's environment variables or the Azure CLI login."""
+
+    subscription_id: str | None = None
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: pulumi.Output[str] | None = None
+    use_oidc: bool | None = None
+
+
+def credentials_from_config() -> AzureCredentials:
+    """Read ``azure-native:subscriptionId``, ``tenantId``, ``clientId``, ``clientSecret`` (secret), ``useOidc``."""
+    config = pulumi.Config("azure-native")
+    return AzureCredentials(
+        subscription_id=config.get("subscriptionId"),
+        tenant_id=config.get("tenantId"),
+        client_id=config.get("clientId"),
+        client_secret=config.get_secret("clientSecret"),
+        use_oidc=config.get_bool("useOidc"),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AzureSiteArgs(SiteArgs):
+    site: AzureSiteConfig
+    credentials: AzureCredentials
+
+
+def security_rules(rules: list[IngressRule]) -> list[network.SecurityRuleArgs]:
+    """NSG rules for ``rules`` plus an explicit final deny of everything else inbound."""
+    out = []
+    for offset, rule in enumerate(rules):
+        out.append(
+            network.SecurityRuleArgs(
+                name=f"allow-{rule.name}",
+                description=rule.description,
+                priority=NSG_FIRST_PRIORITY + 10 * offset,
+                direction=network.SecurityRuleDirection.INBOUND,
+                access=network.SecurityRuleAccess.ALLOW,
+                protocol=NSG_PROTOCOLS[rule.protocol],
+                source_address_prefixes=list(rule.sources),
+                source_port_range="*",
+                destination_address_prefix="*",
+                destination_port_range=str(rule.port) if rule.port is not None else "*",
+            )
+        )
+    # Azure's defaults also let in its load balancer probes; nothing here needs them.
+    out.append(
+        network.SecurityRuleArgs(
+            name="deny-all-inbound",
+            description="everything else",
+            priority=NSG_DENY_PRIORITY,
+            direction=network.SecurityRuleDirection.INBOUND,
+            access=network.SecurityRuleAccess.DENY,
+            protocol=network.SecurityRuleProtocol.ASTERISK,
+            source_address_prefix="*",
+            source_port_range="*",
+            destination_address_prefix="*",
+            destination_port_range="*",
+        )
+    )
+    return out
+
+
+class AzureSite(SiteComponent):
+    """A site on Azure: one VNet, a worker subnet behind an NSG, workers and a VNet gateway with BGP."""
+
+    resource_group: resources.ResourceGroup
+    vnet: network.VirtualNetwork
+    vnet_gateway: network.VirtualNetworkGateway
+    """Route-based VPN gateway with BGP; its public address(es) are the site's endpoints."""
+    provider: azure_native.Provider
+
+    def __init__(self, name: str, args: AzureSiteArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(TYPE_TOKEN, name, None, opts)
+        site = args.site
+        creds = args.credentials
+        self.site_name = site.name
+        self.provider_kind = Provider.AZURE
+        self.addresses = args.addresses
+        self.nodes = []
+
+        self.provider = azure_native.Provider(
+            child_name(name, "provider"),
+            location=site.location,
+            subscription_id=creds.subscription_id,
+            tenant_id=creds.tenant_id,
+            client_id=creds.client_id,
+            client_secret=creds.client_secret,
+            use_oidc=creds.use_oidc,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        child = pulumi.ResourceOptions(parent=self, provider=self.provider)
+        tags = dict(args.labels)
+
+        self.resource_group = resources.ResourceGroup(
+            child_name(name, "rg"),
+            resource_group_name=site.resource_group,
+            location=site.location,
+            tags=tags,
+            opts=child,
+        )
+        rg_name = self.resource_group.name
+        nsg = network.NetworkSecurityGroup(
+            child_name(name, "nsg"),
+            network_security_group_name=child_name(name, "nsg"),
+            resource_group_name=rg_name,
+            location=site.location,
+            security_rules=security_rules(ingress_rules(args.stack, Role.WORKER)),
+            tags=tags,
+            opts=child,
+        )
+        self.vnet = network.VirtualNetwork(
+            child_name(name, "vnet"),
+            virtual_network_name=child_name(name, "vnet"),
+            resource_group_name=rg_name,
+            location=site.location,
+            address_space=network.AddressSpaceArgs(address_prefixes=[str(args.addresses.block)]),
+            tags=tags,
+            opts=child,
+        )
+        subnet = network.Subnet(
+            child_name(name, "subnet"),
+            subnet_name=child_name(name, "subnet"),
+            resource_group_name=rg_name,
+            virtual_network_name=self.vnet.name,
+            address_prefix=str(args.addresses.subnet),
+            network_security_group=network.NetworkSecurityGroupArgs(id=nsg.id),
+            opts=child,
+        )
+        # No NSG on GatewaySubnet: Azure does not support one there.
+        gateway_subnet = network.Subnet(
+            child_name(name, "gw-subnet"),
+            subnet_name=GATEWAY_SUBNET_NAME,
+            resource_group_name=rg_name,
+            virtual_network_name=self.vnet.name,
+            address_prefix=str(args.addresses.gateway_subnet),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[subnet])),
+        )
+
+        for machine in args.addresses.machines:
+            suffix = self.machine_suffix(name, machine)
+            machine_ip = self._static_public_ip(child_name(name, f"{suffix}-pip"), site, rg_name, tags, zones=None, opts=child)
+            nic = network.NetworkInterface(
+                child_name(name, f"{suffix}-nic"),
+                network_interface_name=child_name(name, f"{suffix}-nic"),
+                resource_group_name=rg_name,
+                location=site.location,
+                ip_configurations=[
+                    network.NetworkInterfaceIPConfigurationArgs(
+                        name="primary",
+                        primary=True,
+                        subnet=network.SubnetArgs(id=subnet.id),
+                        private_ip_allocation_method=network.IPAllocationMethod.STATIC,
+                        private_ip_address=str(machine.private_ip),
+                        public_ip_address=network.PublicIPAddressArgs(id=machine_ip.id),
+                    )
+                ],
+                tags=tags,
+                opts=child,
+            )
+            size = args.tooling_size if machine.role is Role.TOOLING and args.tooling_size else site.vm_size
+            vm = compute.VirtualMachine(
+                machine.name,
+                vm_name=machine.name,
+                resource_group_name=rg_name,
+                location=site.location,
+                hardware_profile=compute.HardwareProfileArgs(vm_size=size),
+                os_profile=compute.OSProfileArgs(
+                    computer_name=machine.name,
+                    admin_username=args.stack.admin_user,
+                    custom_data=base64.b64encode(args.user_data[machine.name].encode()).decode(),
+                    linux_configuration=compute.LinuxConfigurationArgs(
+                        disable_password_authentication=True,
+                        ssh=compute.SshConfigurationArgs(
+                            public_keys=[
+                                compute.SshPublicKeyArgs(
+                                    path=f"/home/{args.stack.admin_user}/.ssh/authorized_keys",
+                                    key_data=args.stack.ssh_public_key,
+                                )
+                            ]
+                        ),
+                    ),
+                ),
+                storage_profile=compute.StorageProfileArgs(
+                    image_reference=compute.ImageReferenceArgs(id=site.image) if site.image else STOCK_IMAGE,
+                    os_disk=compute.OSDiskArgs(
+                        create_option=compute.DiskCreateOptionTypes.FROM_IMAGE,
+                        delete_option=compute.DiskDeleteOptionTypes.DELETE,
+                        managed_disk=compute.ManagedDiskParametersArgs(storage_account_type=compute.StorageAccountTypes.STANDARD_SS_D_LRS),
+                    ),
+                ),
+                network_profile=compute.NetworkProfileArgs(network_interfaces=[compute.NetworkInterfaceReferenceArgs(id=nic.id, primary=True)]),
+                tags=dict(args.role_labels[machine.role]),
+                # Fixed VM name: the old VM must go before its replacement. NIC and public
+                # address stay, so a replaced machine keeps both addresses.
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
+            )
+            self.node(machine, machine_ip.ip_address.apply(lambda ip: ip or ""), vm)
+
+        instances = 2 if site.active_active else 1
+        gateway_ips = [
+            self._static_public_ip(child_name(name, f"vpn-gw-pip-{i}"), site, rg_name, tags, zones=list(site.gateway_zones) or None, opts=child)
+            for i in range(instances)
+        ]
+        self.vnet_gateway = network.VirtualNetworkGateway(
+            child_name(name, "vpn-gw"),
+            virtual_network_gateway_name=child_name(name, "vpn-gw"),
+            resource_group_name=rg_name,
+            location=site.location,
+            gateway_type=network.VirtualNetworkGatewayType.VPN,
+            vpn_type=network.VpnType.ROUTE_BASED,
+            vpn_gateway_generation=network.VpnGatewayGeneration.GENERATION1,
+            sku=network.VirtualNetworkGatewaySkuArgs(
+                name=network.VirtualNetworkGatewaySkuName(site.gateway_sku),
+                tier=network.VirtualNetworkGatewaySkuTier(site.gateway_sku),
+            ),
+            active_active=site.active_active,
+            enable_bgp=True,
+            bgp_settings=network.BgpSettingsArgs(asn=site.asn),
+            ip_configurations=[
+                network.VirtualNetworkGatewayIPConfigurationArgs(
+                    name=f"ipconfig-{i}",
+                    subnet=network.SubResourceArgs(id=gateway_subnet.id),
+                    public_ip_address=network.SubResourceArgs(id=ip.id),
+                    private_ip_allocation_method=network.IPAllocationMethod.DYNAMIC,
+                )
+                for i, ip in enumerate(gateway_ips)
+            ],
+            tags=tags,
+            # Creating a VNet gateway takes 30-45 minutes: say so instead of looking stuck.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(custom_timeouts=pulumi.CustomTimeouts(create="75m"))),
+        )
+        self.gateway = GatewayEndpoint(
+            kind=GatewayKind.AZURE_VNET_GATEWAY,
+            public_ips=tuple(ip.ip_address.apply(lambda a: a or "") for ip in gateway_ips),
+            inner_ip=None,
+            asn=site.asn,
+        )
+        self._register_site_outputs()
+
+    @staticmethod
+    def _static_public_ip(
+        name: str,
+        site: AzureSiteConfig,
+        rg_name: pulumi.Input[str],
+        tags: dict[str, str],
+        zones: list[str] | None,
+        opts: pulumi.ResourceOptions,
+    ) -> network.PublicIPAddress:
+        """A static Standard public address: known before anything that peers with it."""
+        return network.PublicIPAddress(
+            name,
+            public_ip_address_name=name,
+            resource_group_name=rg_name,
+            location=site.location,
+            sku=network.PublicIPAddressSkuArgs(name=network.PublicIPAddressSkuName.STANDARD, tier=network.PublicIPAddressSkuTier.REGIONAL),
+            public_ip_allocation_method=network.IPAllocationMethod.STATIC,
+            public_ip_address_version=network.IPVersion.I_PV4,
+            zones=zones,
+            tags=tags,
+            opts=opts,
+        )

@@ -1,0 +1,113 @@
+"""The common Site interface the mesh and the tooling consume, and the args every site component shares."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+
+from resinfra.addressing import NodeAddress, Role, SiteAddresses
+from resinfra.config import Provider, StackConfig
+
+UBUNTU_RELEASE = "24.04"
+"""Stock OS everywhere: the one LTS whose images carry cloud-init on all four providers
+(Debian's GCE images have no cloud-init)."""
+
+
+class GatewayKind(enum.StrEnum):
+    """Who runs a site's VPN gateway."""
+
+    AZURE_VNET_GATEWAY = "azure-vnet-gateway"
+    GCP_HA_VPN = "gcp-ha-vpn"
+    STRONGSWAN = "strongswan"
+
+
+@dataclass(frozen=True)
+class Node:
+    """A machine the program created."""
+
+    name: str
+    site: str
+    provider: Provider
+    role: Role
+    private_ip: str
+    public_ip: pulumi.Output[str]
+    resource: pulumi.CustomResource
+    """The VM resource: the target of ``pulumi up --replace``."""
+
+    @property
+    def urn(self) -> pulumi.Output[str]:
+        return self.resource.urn
+
+
+@dataclass(frozen=True)
+class GatewayEndpoint:
+    """A site's VPN gateway as its peers see it."""
+
+    kind: GatewayKind
+    public_ips: tuple[pulumi.Output[str], ...]
+    """One address, or two for GCP HA VPN and Azure active-active."""
+    inner_ip: str | None
+    """Private address of a strongSwan gateway VM; None for managed gateways."""
+    asn: int | None
+    """BGP ASN of a managed gateway."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SiteArgs:
+    """What every site component is built from."""
+
+    stack: StackConfig
+    addresses: SiteAddresses
+    user_data: Mapping[str, str]
+    """Rendered cloud-init user-data by machine name."""
+    labels: Mapping[str, str]
+    """Labels or tags for every resource of the site that supports them."""
+    role_labels: Mapping[Role, Mapping[str, str]] = field(default_factory=dict)
+    """Labels per machine role (``labels`` plus the role)."""
+    tooling_size: str | None = None
+    """Size of the resinfra VM when this site hosts it; the site's worker size when None."""
+
+
+class SiteComponent(pulumi.ComponentResource):
+    """Base of the four site components: the Site interface they all provide."""
+
+    site_name: str
+    provider_kind: Provider
+    addresses: SiteAddresses
+    gateway: GatewayEndpoint
+    nodes: list[Node]
+
+    def _register_site_outputs(self) -> None:
+        """Register the interface as this component's outputs (keys mirror the attributes)."""
+        self.register_outputs(
+            {
+                "siteName": self.site_name,
+                "provider": self.provider_kind.value,
+                "subnet": str(self.addresses.subnet),
+                "gatewayKind": self.gateway.kind.value,
+                "gatewayPublicIps": list(self.gateway.public_ips),
+                "nodes": [n.name for n in self.nodes],
+            }
+        )
+
+    @staticmethod
+    def machine_suffix(component_name: str, machine: NodeAddress) -> str:
+        """A machine's name without the site stem (``worker-2``, ``gw``, ``tooling``), for child names."""
+        return machine.name.removeprefix(f"{component_name}-")
+
+    def node(self, address: NodeAddress, public_ip: pulumi.Output[str], resource: pulumi.CustomResource) -> Node:
+        """Record a machine of this site."""
+        created = Node(
+            name=address.name,
+            site=self.site_name,
+            provider=self.provider_kind,
+            role=address.role,
+            private_ip=str(address.private_ip),
+            public_ip=public_ip,
+            resource=resource,
+        )
+        self.nodes.append(created)
+        return created

@@ -1,0 +1,171 @@
+"""The program: validated config -> address plan -> site components -> stack outputs.
+
+This is the one place where user-facing config becomes component Args.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+
+from resinfra import addressing, config
+from resinfra.addressing import Role, SiteAddresses
+from resinfra.config import Provider, Site, StackConfig
+from resinfra.naming import stem
+from resinfra.render.cloud_init import CloudInitSpec, Route, render_cloud_init
+from resinfra.sites.base import SiteComponent
+
+LABEL_KEYS = ("resinfra-stack", "resinfra-site")
+ROLE_LABEL_KEY = "resinfra-role"
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """A file the program boots a machine with or pushes to it, for ``resinfra render``."""
+
+    machine: str
+    purpose: str
+    """What it is for: ``cloud-init``, ``swanctl``, ..."""
+    filename: str
+    content: pulumi.Input[str]
+
+
+@dataclass
+class StackResult:
+    """Everything the program declared that callers (``__main__``, ``resinfra plan``, tests) need."""
+
+    config: StackConfig
+    plan: dict[str, SiteAddresses]
+    sites: list[SiteComponent]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    files: list[RenderedFile] = field(default_factory=list)
+
+
+def site_labels(stack: str, site: str) -> dict[str, str]:
+    """Labels every resource of a site carries (lowercase: GCP's rule is the strictest)."""
+    return {"resinfra-stack": stack.lower(), "resinfra-site": site}
+
+
+def boot_spec(cfg: StackConfig, site: Site, plan: SiteAddresses, machine: addressing.NodeAddress) -> CloudInitSpec:
+    """What a machine boots with (pure: the renderer's input)."""
+    routes: tuple[Route, ...] = ()
+    if Provider(site.provider) is Provider.PROXMOX and machine.role is not Role.GATEWAY:
+        # The Proxmox private bridge has no router of its own: workers send the other
+        # sites' traffic to the gateway VM themselves.
+        assert plan.gateway_vm is not None
+        routes = (Route(cfg.supernet, str(plan.gateway_vm.private_ip)),)
+    return CloudInitSpec(
+        hostname=machine.name,
+        role=machine.role,
+        admin_user=cfg.admin_user,
+        ssh_public_key=cfg.ssh_public_key,
+        private_ip=str(machine.private_ip),
+        routes=routes,
+    )
+
+
+def _site_component(cfg: StackConfig, site: Site, plan: SiteAddresses, user_data: Mapping[str, str], stack_name: str) -> SiteComponent:
+    # Provider modules are imported on demand: each SDK takes seconds to import and a
+    # stack uses only the providers it has sites on.
+    name = stem(cfg.prefix, site.name)
+    labels = site_labels(stack_name, site.name)
+    common: dict[str, Any] = {
+        "stack": cfg,
+        "addresses": plan,
+        "user_data": user_data,
+        "labels": labels,
+        "role_labels": {role: {**labels, ROLE_LABEL_KEY: role.value} for role in Role},
+        "tooling_size": cfg.tooling.size,
+    }
+    if isinstance(site, config.GcpSite):
+        from resinfra.sites import gcp
+
+        return gcp.GcpSite(name, gcp.GcpSiteArgs(site=site, credentials=gcp.credentials_from_config(), **common))
+    if isinstance(site, config.AzureSite):
+        from resinfra.sites import azure
+
+        return azure.AzureSite(name, azure.AzureSiteArgs(site=site, credentials=azure.credentials_from_config(), **common))
+    if isinstance(site, config.HetznerSite):
+        from resinfra.sites import hetzner
+
+        return hetzner.HetznerSite(name, hetzner.HetznerSiteArgs(site=site, token=hetzner.credentials_from_config(), **common))
+    from resinfra.sites import proxmox
+
+    return proxmox.ProxmoxSite(name, proxmox.ProxmoxSiteArgs(site=site, credentials=proxmox.credentials_from_config(), **common))
+
+
+def build(cfg: StackConfig) -> StackResult:
+    """Declare every resource of the stack and return what was declared.
+
+    + cfg: a validated stack config (see :func:`resinfra.config.load`)
+    """
+    stack_name = pulumi.get_stack()
+    plan = addressing.plan(cfg)
+    result = StackResult(config=cfg, plan=plan, sites=[])
+    for site in cfg.sites:
+        site_plan = plan[site.name]
+        user_data = {m.name: render_cloud_init(boot_spec(cfg, site, site_plan, m)) for m in site_plan.machines}
+        result.files += [RenderedFile(name, "cloud-init", "user-data.yaml", text) for name, text in user_data.items()]
+        result.sites.append(_site_component(cfg, site, site_plan, user_data, stack_name))
+    result.outputs = stack_outputs(result)
+    return result
+
+
+def stack_outputs(result: StackResult) -> dict[str, Any]:
+    """Stack outputs: per site its addresses and machines, and the inventory of every node."""
+    sites = {}
+    inventory = []
+    for component in result.sites:
+        plan = component.addresses
+        sites[component.site_name] = {
+            "provider": component.provider_kind.value,
+            "block": str(plan.block),
+            "subnet": str(plan.subnet),
+            "gateway": {
+                "kind": component.gateway.kind.value,
+                "publicIps": list(component.gateway.public_ips),
+                "innerIp": component.gateway.inner_ip,
+            },
+            "workers": [{"name": n.name, "privateIp": n.private_ip, "publicIp": n.public_ip} for n in component.nodes if n.role is Role.WORKER],
+        }
+        inventory += [
+            {
+                "name": n.name,
+                "site": n.site,
+                "provider": n.provider.value,
+                "role": n.role.value,
+                "privateIp": n.private_ip,
+                "publicIp": n.public_ip,
+                "urn": n.urn,
+            }
+            for n in component.nodes
+        ]
+    tooling = next(n for n in inventory if n["role"] == Role.TOOLING.value)
+    return {
+        "sites": sites,
+        "inventory": inventory,
+        "tooling": {k: tooling[k] for k in ("name", "site", "privateIp", "publicIp")},
+    }
+
+
+def load_from_runtime() -> StackConfig:
+    """Validate the running stack's ``resinfra:*`` config (raises :class:`config.ConfigError`)."""
+    values: dict[str, Any] = dict(pulumi.runtime.config.get_config_env())
+    values.update(pulumi.runtime.config.CONFIG.get())
+    return config.load(values)
+
+
+def main(export: Callable[[str, Any], None] = pulumi.export) -> StackResult:
+    """Entry point of ``__main__.py``: fail on bad config before declaring anything."""
+    try:
+        cfg = load_from_runtime()
+    except config.ConfigError as err:
+        # RunError: Pulumi prints the message alone, without a Python traceback.
+        raise pulumi.RunError(str(err)) from None
+    result = build(cfg)
+    for key, value in result.outputs.items():
+        export(key, value)
+    return result

@@ -1,0 +1,67 @@
+"""Shared fixtures: stack configs of several shapes, and the no-skip rule for CI."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+STRICT_ENV = "RESINFRA_NO_SKIP"
+"""Set by .ci/run: a test that would skip (missing tool, not root) fails instead."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get(STRICT_ENV) == "1" and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped test counts as a failure under {STRICT_ENV}=1: {reason}"
+
+
+def require_tool(name: str) -> str:
+    """Path of a command-line tool, or skip (fail in CI) saying which package provides it."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (see .ci/run for the Debian package)")
+    return path
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+
+
+def dev_config() -> dict[str, Any]:
+    """The dev stack's config values, as in Pulumi.dev.yaml."""
+    return yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+
+
+def shape(*providers: str) -> dict[str, Any]:
+    """The dev config reduced to the sites of ``providers``."""
+    values = copy.deepcopy(dev_config())
+    values["resinfra:sites"] = [s for s in values["resinfra:sites"] if s["provider"] in providers]
+    return values
+
+
+STACK_SHAPES = {
+    "all-four": ("gcp", "azure", "hetzner", "proxmox"),
+    "hetzner-only": ("hetzner",),
+    "hetzner-proxmox": ("hetzner", "proxmox"),
+    "gcp-azure": ("gcp", "azure"),
+}
+
+
+@pytest.fixture(scope="session")
+def offline_runs() -> dict[str, Any]:
+    """One offline run of the program per stack shape (shared: each takes about a second)."""
+    from resinfra.offline import run_offline
+
+    return {name: run_offline(shape(*providers), stack_name="dev") for name, providers in STACK_SHAPES.items()}

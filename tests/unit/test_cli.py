@@ -1,0 +1,66 @@
+"""``resinfra plan`` and ``resinfra render`` on the dev stack."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from resinfra import cli
+
+
+def test_plan_text_shows_networks_firewalls_workers_and_gateways(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plan"]) == 0
+    out = capsys.readouterr().out
+    for expected in (
+        "stack dev",
+        "10.10.16.0/20",
+        "gcp:compute/network:Network",
+        "azure-native:network:NetworkSecurityGroup",
+        "hcloud:index/firewall:Firewall",
+        "proxmoxve:firewall/rulesLegacy:RulesLegacy",
+        "ri-dev-azure-worker-2",
+        "ri-dev-proxmox-gw",
+        "gcp-ha-vpn",
+        "azure-vnet-gateway",
+        "strongswan",
+    ):
+        assert expected in out, expected
+
+
+def test_plan_json_carries_the_same_data(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plan", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in report["sites"]] == ["gcp", "azure", "hetzner", "proxmox"]
+    assert len(report["machines"]) == 11
+    assert {c["type"] for c in report["components"]} == {
+        "resinfra:sites:GcpSite",
+        "resinfra:sites:AzureSite",
+        "resinfra:sites:HetznerSite",
+        "resinfra:sites:ProxmoxSite",
+    }
+    assert report["resourceCount"] == sum(c["resourceCount"] for c in report["components"])
+    assert sum(report["countsByType"].values()) == report["resourceCount"]
+
+
+def test_plan_reads_any_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = (cli.project_dir() / "Pulumi.dev.yaml").read_text()
+    path = tmp_path / "Pulumi.staging.yaml"
+    path.write_text(source.replace("ri-dev", "ri-stg") + "  hcloud:token:\n    secure: v1:abcdef\n")
+    assert cli.main(["plan", "--config-file", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["stack"] == "staging"
+    assert all(m["name"].startswith("ri-stg-") for m in report["machines"])
+
+
+def test_render_writes_one_file_per_machine_and_purpose(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", "--out", str(tmp_path)]) == 0
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert "ri-dev-hetzner-gw/user-data.yaml" in files
+    assert "ri-dev-gcp-worker-1/user-data.yaml" in files
+    assert len([f for f in files if f.endswith("user-data.yaml")]) == 11
+    mode = stat.S_IMODE((tmp_path / "ri-dev-gcp-worker-1/user-data.yaml").stat().st_mode)
+    assert mode == 0o644
+    assert (tmp_path / "ri-dev-gcp-worker-1/user-data.yaml").read_text().startswith("#cloud-config")
