@@ -14,10 +14,9 @@ from typing import Any
 import yaml
 
 from resinfra import config
+from resinfra.offline import OFFLINE_SECRET_PLACEHOLDER, OfflineRun, run_offline
 
 EXIT_BAD_CONFIG = 2
-SECRET_PLACEHOLDER = "offline-placeholder-secret"
-"""Stands in for ``secure:`` values: the offline run cannot (and must not) decrypt them."""
 
 
 class StackFileError(Exception):
@@ -61,7 +60,8 @@ def read_stack_config(path: Path) -> tuple[dict[str, Any], list[str]]:
     secret_keys = []
     for key, value in list(values.items()):
         if isinstance(value, dict) and set(value) == {"secure"}:
-            values[key] = SECRET_PLACEHOLDER
+            # Never decrypted offline: the run gets a placeholder.
+            values[key] = OFFLINE_SECRET_PLACEHOLDER
             secret_keys.append(key)
     return values, secret_keys
 
@@ -70,11 +70,8 @@ def read_stack_config(path: Path) -> tuple[dict[str, Any], list[str]]:
 # plan
 
 
-def plan_report(run: Any, stack: str, source: Path, seconds: float) -> dict[str, Any]:
+def plan_report(run: OfflineRun, stack: str, source: Path, seconds: float) -> dict[str, Any]:
     """The data ``resinfra plan`` prints (as text or ``--json``)."""
-    from resinfra.offline import OfflineRun
-
-    assert isinstance(run, OfflineRun)
     cfg = run.config
     components = []
     for comp in (r for r in run.resources if r.type.startswith("resinfra:")):
@@ -93,6 +90,7 @@ def plan_report(run: Any, stack: str, source: Path, seconds: float) -> dict[str,
         "stack": stack,
         "configFile": str(source),
         "offline": True,
+        "placeholderSecrets": run.placeholders,
         "seconds": round(seconds, 2),
         "supernet": cfg.supernet,
         "sitePrefixLength": cfg.site_prefix_length,
@@ -148,12 +146,11 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
-def run_stack(args: argparse.Namespace) -> tuple[Any, str, Path, float]:
+def run_stack(args: argparse.Namespace) -> tuple[OfflineRun, str, Path, float]:
     """Read the stack file and run the program offline. Raises StackFileError/ConfigError."""
     stack, path = stack_file(args.stack, args.config_file)
     values, secret_keys = read_stack_config(path)
     started = time.perf_counter()
-    from resinfra.offline import run_offline
 
     run = run_offline(values, stack_name=stack, secret_keys=secret_keys)
     return run, stack, path, time.perf_counter() - started

@@ -29,6 +29,9 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 NAMESPACE = "resinfra"
+SECRET_KEYS = frozenset({"sshPrivateKey"})
+"""Secret ``resinfra:*`` keys: never part of the validated model (so never in a message or
+repr); the program reads them as Pulumi secrets. Each must be present."""
 
 MIN_WORKERS = 1
 MAX_WORKERS = 100
@@ -220,7 +223,10 @@ class StackConfig(_Model):
     """Must be true to accept 0.0.0.0/0 in adminCidrs."""
     admin_user: DnsLabel = "resinfra"
     ssh_public_key: str = Field(min_length=1)
-    """OpenSSH public key of the admin user."""
+    """OpenSSH public key of the admin user; ``resinfra:sshPrivateKey`` (secret) is its private half."""
+    push_via: Literal["public", "private"] = "public"
+    """Address that configuration pushes (pulumi-command over SSH) connect to: ``public``
+    from an operator or CI inside adminCidrs, ``private`` from inside the mesh (the healer)."""
     sites: list[SiteConfig] = Field(min_length=1)
     tooling: ToolingConfig = Field(default_factory=ToolingConfig)
 
@@ -542,7 +548,7 @@ def parse_config_values(values: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     prefix = NAMESPACE + ":"
     for key, value in values.items():
-        if not key.startswith(prefix):
+        if not key.startswith(prefix) or key[len(prefix) :] in SECRET_KEYS:
             continue
         if isinstance(value, str) and value[:1] in "[{":
             # Left as text when it is not JSON: the model then reports the wrong type against the key.
@@ -565,11 +571,20 @@ def load(values: Mapping[str, Any]) -> StackConfig:
         load({"resinfra:prefix": "ri-dev", ...})  # -> StackConfig
     """
     raw = parse_config_values(values)
+    missing_secrets = [
+        Problem(
+            key_path([key]),
+            "missing",
+            f"create a key pair for the stack (ssh-keygen -t ed25519 -f stack-key), set resinfra:sshPublicKey to stack-key.pub and run: pulumi config set --secret {key_path([key])} < stack-key",
+        )
+        for key in sorted(SECRET_KEYS)
+        if not values.get(f"{NAMESPACE}:{key}")
+    ]
     try:
         cfg = _STACK_ADAPTER.validate_python(raw, by_alias=True, by_name=False)
     except ValidationError as exc:
-        raise ConfigError(_problem_from_pydantic(e, raw) for e in exc.errors()) from None
-    problems = check_stack(cfg)
+        raise ConfigError([*missing_secrets, *(_problem_from_pydantic(e, raw) for e in exc.errors())]) from None
+    problems = missing_secrets + check_stack(cfg)
     if problems:
         raise ConfigError(problems)
     return cfg

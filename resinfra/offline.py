@@ -230,6 +230,8 @@ class OfflineRun:
     secret_outputs: set[str]
     """Top-level stack outputs marked secret."""
     files: list[ResolvedFile]
+    placeholders: list[str] = field(default_factory=list)
+    """Secret config keys that were not set and got a placeholder value."""
 
     def ancestor_types(self, resource: DeclaredResource) -> list[str]:
         """Types of the resource's ancestors, innermost first (followed through ``parent``;
@@ -266,6 +268,28 @@ def config_values(raw: Mapping[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
 
 
+OFFLINE_SECRET_PLACEHOLDER = "offline-placeholder-secret"
+"""Stands in for secret config the offline run does not have (or must not decrypt)."""
+
+
+def with_secret_placeholders(values: Mapping[str, Any], secret_keys: list[str] | None) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Add placeholders for required secrets that are not set.
+
+    Returns (values, secret keys, keys that got a placeholder).
+    """
+    out = dict(values)
+    keys = list(secret_keys or [])
+    added = []
+    for key in sorted(config.SECRET_KEYS):
+        full = f"{config.NAMESPACE}:{key}"
+        if not out.get(full):
+            out[full] = OFFLINE_SECRET_PLACEHOLDER
+            added.append(full)
+        if full not in keys:
+            keys.append(full)
+    return out, keys, added
+
+
 def run_offline(values: Mapping[str, Any], stack_name: str = "dev", secret_keys: list[str] | None = None) -> OfflineRun:
     """Validate ``values`` and run the whole program under mocks.
 
@@ -273,9 +297,11 @@ def run_offline(values: Mapping[str, Any], stack_name: str = "dev", secret_keys:
     + stack_name: the stack the program believes it runs in
     + secret_keys: config keys to mark secret, as ``pulumi config set --secret`` would
 
-    Raises :class:`resinfra.config.ConfigError` before anything is declared when the
-    config is invalid.
+    Required secrets that are not set (``resinfra:sshPrivateKey``) get placeholders: the
+    offline run never talks to a machine. Raises :class:`resinfra.config.ConfigError`
+    before anything is declared when the config is invalid.
     """
+    values, secret_keys, placeholders = with_secret_placeholders(values, secret_keys)
     cfg = config.load(values)
     mocks = CloudMocks()
     monitor = RecordingMonitor(mocks)
@@ -315,4 +341,5 @@ def run_offline(values: Mapping[str, Any], stack_name: str = "dev", secret_keys:
         outputs=captured["outputs"],
         secret_outputs=captured["secret"],
         files=captured["files"],
+        placeholders=placeholders,
     )

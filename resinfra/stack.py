@@ -15,6 +15,7 @@ from resinfra import addressing, config
 from resinfra.addressing import Role, SiteAddresses
 from resinfra.config import Provider, Site, StackConfig
 from resinfra.naming import stem
+from resinfra.remote import PushVia, SshAccess
 from resinfra.render.cloud_init import CloudInitSpec, Route, render_cloud_init
 from resinfra.sites.base import SiteComponent
 
@@ -40,6 +41,8 @@ class StackResult:
     config: StackConfig
     plan: dict[str, SiteAddresses]
     sites: list[SiteComponent]
+    ssh: SshAccess
+    """How configuration pushes log in to machines."""
     outputs: dict[str, Any] = field(default_factory=dict)
     files: list[RenderedFile] = field(default_factory=list)
 
@@ -104,7 +107,8 @@ def build(cfg: StackConfig) -> StackResult:
     """
     stack_name = pulumi.get_stack()
     plan = addressing.plan(cfg)
-    result = StackResult(config=cfg, plan=plan, sites=[])
+    ssh = SshAccess(user=cfg.admin_user, private_key=pulumi.Config(config.NAMESPACE).require_secret("sshPrivateKey"), via=PushVia(cfg.push_via))
+    result = StackResult(config=cfg, plan=plan, sites=[], ssh=ssh)
     for site in cfg.sites:
         site_plan = plan[site.name]
         user_data = {m.name: render_cloud_init(boot_spec(cfg, site, site_plan, m)) for m in site_plan.machines}

@@ -39,9 +39,14 @@ def require_root() -> None:
         pytest.skip("needs root (network namespaces)")
 
 
+TEST_PRIVATE_KEY = "-----BEGIN OPENSSH " + "PRIVATE KEY-----\ntest-only, not a key\n-----END OPENSSH " + "PRIVATE KEY-----\n"
+
+
 def dev_config() -> dict[str, Any]:
-    """The dev stack's config values, as in Pulumi.dev.yaml."""
-    return yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    """The dev stack's config values, as in Pulumi.dev.yaml, plus the secret the engine would add."""
+    values = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    values["resinfra:sshPrivateKey"] = TEST_PRIVATE_KEY
+    return values
 
 
 def shape(*providers: str) -> dict[str, Any]:

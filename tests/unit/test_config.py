@@ -66,6 +66,7 @@ BAD_CONFIGS: list[tuple[str, Mutation, str, str]] = [
     ),
     ("ssh-from-anywhere", set_key("resinfra:adminCidrs", ["0.0.0.0/0"]), "resinfra:adminCidrs[0]", "allowSshFromAnywhere"),
     ("missing-ssh-key", lambda v: v.pop("resinfra:sshPublicKey"), "resinfra:sshPublicKey", "missing"),
+    ("missing-ssh-private-key", lambda v: v.pop("resinfra:sshPrivateKey"), "resinfra:sshPrivateKey", "pulumi config set --secret"),
     ("not-an-ssh-key", set_key("resinfra:sshPublicKey", "AAAAC3NzaC1lZDI1NTE5 me@laptop"), "resinfra:sshPublicKey", "ssh-ed25519"),
     (
         "name-too-long-for-gcp",
@@ -175,7 +176,7 @@ def run_entry_point(values: dict[str, Any]) -> Declared:
     monitor = RecordingMonitor(CloudMocks())
     pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_mocks(monitor.mocks, project="resinfra", stack="dev", preview=False, monitor=monitor)
-    pulumi.runtime.set_all_config(config_values(values))
+    pulumi.runtime.set_all_config(config_values(values), ["resinfra:sshPrivateKey"])
     error: list[str] = []
 
     @pulumi.runtime.test
