@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from resinfra import config
-from resinfra.offline import OFFLINE_SECRET_PLACEHOLDER, OfflineRun, run_offline
+from resinfra import config, cost
+from resinfra.offline import OFFLINE_SECRET_PLACEHOLDER, OfflineRun, run_offline, with_secret_placeholders
 
 EXIT_BAD_CONFIG = 2
 
@@ -111,6 +111,7 @@ def plan_report(run: OfflineRun, stack: str, source: Path, seconds: float) -> di
         "components": components,
         "resourceCount": len(custom),
         "countsByType": dict(sorted(Counter(r.type for r in custom).items())),
+        "cost": cost.cost_report(cost.estimate(cfg)),
     }
 
 
@@ -138,7 +139,23 @@ def format_plan(report: dict[str, Any]) -> str:
             lines.append(f"    {count:4d}  {typ}")
     lines += ["", "Totals by type"]
     lines += [f"  {count:4d}  {typ}" for typ, count in report["countsByType"].items()]
+    lines += ["", *format_cost_report(report["cost"])]
     return "\n".join(lines)
+
+
+def format_cost_report(report: dict[str, Any]) -> list[str]:
+    """Text of a :func:`resinfra.cost.cost_report`: per site and line, then the total."""
+    cur = report["currency"]
+    lines = [f"Estimated monthly cost ({cur}, {report['hoursPerMonth']:g} h/month, egress {report['egressGbPerMonth']:g} GB/month per site)"]
+    for site in report["sites"]:
+        lines.append(f"  {site['site']} ({site['provider']}, {site['region']}): {site['monthly']:,.2f} {cur}")
+        for line in site["lines"]:
+            amount = "unpriced" if line["unpriced"] else f"{line['monthly']:,.2f}"
+            lines.append(f"    {amount:>10}  {line['category']:16s} {line['description']}")
+    lines.append(f"  total: {report['monthlyTotal']:,.2f} {cur} per month")
+    lines += [f"  not in the total: {missing}" for missing in report["unpriced"]]
+    lines.append(f"  {report['notice']}")
+    return lines
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
@@ -179,6 +196,24 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def stack_config_from(ref: str) -> tuple[str, config.StackConfig]:
+    """A stack config from a file path or a stack name (``Pulumi.NAME.yaml`` in the project),
+    validated; secrets are never read (placeholders)."""
+    path = Path(ref)
+    stack, path = stack_file(None, ref) if path.is_file() else stack_file(ref, None)
+    values, _ = read_stack_config(path)
+    values, _, _ = with_secret_placeholders(values, None)
+    return stack, config.load(values)
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    _, base_cfg = stack_config_from(args.base)
+    _, head_cfg = stack_config_from(args.head)
+    report = cost.diff_report(cost.estimate(base_cfg), cost.estimate(head_cfg), args.base, args.head)
+    print(json.dumps(report, indent=2) if args.json else cost.format_diff(report, markdown=args.markdown))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resinfra", description="Plan, render and operate a resinfra stack.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -197,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     stack_args(render)
     render.add_argument("--out", required=True, help="directory to write into (one folder per machine)")
     render.set_defaults(func=cmd_render)
+
+    diff = sub.add_parser("cost", help="estimated monthly cost difference between two stack configs (an estimate from resinfra/prices.yaml)")
+    diff.add_argument("--base", required=True, help="the config before the change: a stack file path or a stack name")
+    diff.add_argument("--head", required=True, help="the config after the change: a stack file path or a stack name")
+    output = diff.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="machine-readable output")
+    output.add_argument("--markdown", action="store_true", help="a Markdown table (what the pull-request workflow posts)")
+    diff.set_defaults(func=cmd_cost)
     return parser
 
 

@@ -208,6 +208,17 @@ class ToolingConfig(_Model):
     the site's worker size when unset. On Proxmox the site's cores and memory apply."""
 
 
+MAX_EGRESS_GB_PER_MONTH = 1_000_000
+"""1 PB a month per site: beyond any plausible figure, so a bigger one is a unit mistake."""
+
+
+class CostConfig(_Model):
+    """Assumptions of the monthly cost estimate (``resinfra plan``, ``resinfra cost``)."""
+
+    egress_gb_per_month: float = Field(default=100, ge=0, le=MAX_EGRESS_GB_PER_MONTH)
+    """GB each site sends out to the internet a month, tunnel traffic to other sites included."""
+
+
 class StackConfig(_Model):
     """Everything under ``resinfra:`` in a ``Pulumi.<stack>.yaml``."""
 
@@ -229,6 +240,8 @@ class StackConfig(_Model):
     from an operator or CI inside adminCidrs, ``private`` from inside the mesh (the healer)."""
     sites: list[SiteConfig] = Field(min_length=1)
     tooling: ToolingConfig = Field(default_factory=ToolingConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
+    """Assumptions of the cost estimate; nothing is declared from them."""
 
     @property
     def supernet_network(self) -> ipaddress.IPv4Network:
@@ -279,7 +292,7 @@ def _known_fields(loc: list[str | int], raw: Mapping[str, Any]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-NESTED_MODELS: dict[str, type[BaseModel]] = {"tooling": ToolingConfig}
+NESTED_MODELS: dict[str, type[BaseModel]] = {"tooling": ToolingConfig, "cost": CostConfig}
 
 PROVIDER_MODELS: dict[str, type[BaseModel]] = {
     Provider.GCP: GcpSite,
@@ -322,6 +335,8 @@ def _problem_from_pydantic(err: Any, raw: Mapping[str, Any]) -> Problem:
         return Problem(key, f"{value!r} has the wrong form", _PATTERN_FIXES.get(str(loc[-1]), f"it must match {err['ctx']['pattern']}"))
     if kind in ("greater_than_equal", "less_than_equal", "too_short", "too_long", "string_too_long", "string_too_short"):
         return Problem(key, f"{value!r} is out of bounds ({err['msg'].lower()})", _bounds_fix(loc))
+    if kind in ("float_parsing", "int_parsing", "float_type", "int_type"):
+        return Problem(key, f"{value!r} is not a number", _bounds_fix(loc))
     if kind == "value_error":
         cause = str(err["ctx"].get("error", err["msg"]))
         return Problem(key, f"{value!r} is not valid ({cause})", "write an IPv4 address or network such as 10.10.0.0/16 (no host bits set in a network)")
@@ -357,6 +372,8 @@ def _bounds_fix(loc: list[str | int]) -> str:
         return "use a site number of 1 or more"
     if field == "sitePrefixLength":
         return "use a prefix length between 9 and 23 (a /20 gives 4094 addresses per site)"
+    if field == "egressGbPerMonth":
+        return f"give the GB each site sends to the internet a month, from 0 to {MAX_EGRESS_GB_PER_MONTH}"
     if field in ("adminCidrs", "sites"):
         return f"list at least one entry under {key_path(loc)}"
     return "see the configuration reference in README.md"

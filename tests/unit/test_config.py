@@ -94,6 +94,10 @@ BAD_CONFIGS: list[tuple[str, Mutation, str, str]] = [
     ("tooling-on-unknown-site", set_key("resinfra:tooling", {"site": "aws"}), "resinfra:tooling.site", "gcp, azure, hetzner, proxmox"),
     ("tooling-typo", set_key("resinfra:tooling", {"sit": "gcp"}), "resinfra:tooling.sit", "did you mean 'site'"),
     ("sites-not-a-list", set_key("resinfra:sites", "gcp"), "resinfra:sites", "list"),
+    ("negative-egress", set_key("resinfra:cost", {"egressGbPerMonth": -5}), "resinfra:cost.egressGbPerMonth", "GB each site sends"),
+    ("egress-not-a-number", set_key("resinfra:cost", {"egressGbPerMonth": "lots"}), "resinfra:cost.egressGbPerMonth", "not a number"),
+    ("egress-beyond-plausible", set_key("resinfra:cost", {"egressGbPerMonth": 5_000_000}), "resinfra:cost.egressGbPerMonth", "from 0 to"),
+    ("cost-typo", set_key("resinfra:cost", {"egressGb": 10}), "resinfra:cost.egressGb", "did you mean 'egressGbPerMonth'"),
 ]
 
 
