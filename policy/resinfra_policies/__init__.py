@@ -1,0 +1,1 @@
+"""resinfra's CrossGuard rules as plain functions: resource type and inputs in, violation messages out."""
