@@ -108,4 +108,4 @@ def test_no_credentials_in_files(path: Path) -> None:
     text = path.read_text()
     assert "credentials_json" not in text
     for name, value in re.findall(r"(\w*TOKEN\w*):[ \t]*(.*)", text):
-        assert value.startswith("${{ secrets.") or value.startswith("${{ github.token"), f"{name}: {value}"
+        assert value.startswith(("${{ secrets.", "${{ github.token")), f"{name}: {value}"
