@@ -22,7 +22,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,23 +238,6 @@ class Lab:
         with contextlib.suppress(ProcessLookupError):
             os.kill(daemon.process.pid, signal.SIGKILL)
         daemon.process.wait(timeout=10)
-
-    def established(self, key: str) -> set[str]:
-        """Connections of the gateway with an ESTABLISHED IKE_SA and every CHILD_SA INSTALLED."""
-        result = self.swanctl(key, "--list-sas", "--raw", check=False)
-        if result.returncode != 0:
-            return set()
-        up: set[str] = set()
-        # --raw prints one line per IKE_SA: "list-sa event {name {... state=ESTABLISHED ... child-sas {...}}}".
-        for line in result.stdout.splitlines():
-            match = re.match(r"list-sa event \{(\S+) \{", line)
-            if not match or "state=ESTABLISHED" not in line.split("child-sas", 1)[0]:
-                continue
-            children = line.split("child-sas", 1)[1] if "child-sas" in line else ""
-            states = re.findall(r"state=(\w+)", children)
-            if states and all(s == "INSTALLED" for s in states):
-                up.add(match.group(1))
-        return up
 
     def loaded(self, key: str) -> dict[str, int]:
         """Loaded connections and their number of children."""
