@@ -119,7 +119,7 @@ def build(cfg: StackConfig) -> StackResult:
         user_data = {m.name: render_cloud_init(boot_spec(cfg, site, site_plan, m)) for m in site_plan.machines}
         result.files += [RenderedFile(name, "cloud-init", "user-data.yaml", text) for name, text in user_data.items()]
         result.sites.append(_site_component(cfg, site, site_plan, user_data, stack_name, links))
-    result.mesh = _mesh(cfg, links, result)
+    result.mesh = _mesh(cfg, links, result) if links else None
     result.outputs = stack_outputs(result)
     return result
 

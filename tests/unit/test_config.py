@@ -94,6 +94,18 @@ BAD_CONFIGS: list[tuple[str, Mutation, str, str]] = [
     ("tooling-on-unknown-site", set_key("resinfra:tooling", {"site": "aws"}), "resinfra:tooling.site", "gcp, azure, hetzner, proxmox"),
     ("tooling-typo", set_key("resinfra:tooling", {"sit": "gcp"}), "resinfra:tooling.sit", "did you mean 'site'"),
     ("sites-not-a-list", set_key("resinfra:sites", "gcp"), "resinfra:sites", "list"),
+    ("gcp-asn-reserved-by-azure", set_site("gcp", "asn", 65518), "resinfra:sites[0].asn", "reserved by Azure"),
+    ("bgp-site-number-beyond-apipa-range", set_site("azure", "number", 12), "resinfra:sites[1].number", "169.254.21.0-169.254.22.255"),
+    (
+        "tunnel-names-too-long-for-gcp",
+        lambda v: (
+            set_key("resinfra:prefix", "ri")(v),
+            set_site("gcp", "name", "google-cloud-frankfurt-zone-aa")(v),
+            set_site("hetzner", "name", "hetzner-nuremberg-datacenter-1")(v),
+        ),
+        "resinfra:sites[0].name",
+        "tunnel resource names",
+    ),
 ]
 
 
