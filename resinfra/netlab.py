@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import os
 import re
 import shutil
@@ -51,6 +52,7 @@ charon {{
         lab {{
             path = {log}
             time_format = %H:%M:%S
+            flush_line = yes
             default = 1
             ike = 1
         }}
@@ -204,6 +206,7 @@ class Lab:
         conf = site_dir / "strongswan.conf"
         log = site_dir / "charon.log"
         conf.write_text(STRONGSWAN_CONF.format(plugins=CHARON_PLUGINS, vici=site_dir / "charon.vici", log=log))
+        log.unlink(missing_ok=True)  # one log per run: charon writes from the start of an existing file
         self.write_swanctl(key, swanctl_conf)
         (site_dir / "charon.vici").unlink(missing_ok=True)
         env = {**os.environ, "STRONGSWAN_CONF": str(conf)}
@@ -302,7 +305,9 @@ class Lab:
 
     # -- traffic -----------------------------------------------------------------
     def ping(self, key: str, index: int, target: str, timeout: float = 1.0) -> bool:
-        result = self.ns(self.node_ns(key, index), "ping", "-c", "1", "-W", str(timeout), "-q", target, check=False, timeout=timeout + 5)
+        # -w bounds the whole run: without it a send the kernel refuses (no SA yet) can retry for long.
+        deadline = str(max(1, math.ceil(timeout)))
+        result = self.ns(self.node_ns(key, index), "ping", "-c", "1", "-W", str(timeout), "-w", deadline, "-q", target, check=False, timeout=timeout + 5)
         return result.returncode == 0
 
     # -- teardown ----------------------------------------------------------------
