@@ -166,6 +166,11 @@ def mesh_gateways(
 def start_mesh(lab: Lab, gateways: Sequence[MeshGateway]) -> None:
     """Build the lab and start every gateway's charon, then bird where BGP runs."""
     lab.build(g.lab_site for g in gateways)
+    start_gateways(lab, gateways)
+
+
+def start_gateways(lab: Lab, gateways: Sequence[MeshGateway]) -> None:
+    """Start every gateway's charon, then bird where BGP runs (the lab is built)."""
     for gateway in gateways:
         lab.start_charon(gateway.site, gateway.swanctl)
     for gateway in gateways:
