@@ -10,6 +10,7 @@ import pulumi
 import pulumi_command
 import pulumi_random
 
+from resinfra.addressing import Role
 from resinfra.config import AzureSite as AzureSiteConfig
 from resinfra.config import GcpSite as GcpSiteConfig
 from resinfra.config import Provider, Site
@@ -128,7 +129,7 @@ class IpsecMesh(pulumi.ComponentResource):
         self.swanctl = {}
         for site_name, tunnels in strongswan_tunnels.items():
             site = sites[site_name]
-            gateway_node = next(n for n in site.nodes if n.name.endswith("-gw"))
+            gateway_node = next(n for n in site.nodes if n.role is Role.GATEWAY)
             text = pulumi.Output.all(*tunnels).apply(lambda resolved, s=site_name: render_swanctl(swan_connections(s, resolved)))
             text = pulumi.Output.secret(text)
             self.swanctl[gateway_node.name] = text
