@@ -313,27 +313,23 @@ class Lab:
     # -- teardown ----------------------------------------------------------------
     def destroy(self) -> None:
         """Stop every daemon this lab started (by PID) and delete its namespaces."""
-        for key in list(self.birds):
-            daemon = self.birds.pop(key)
-            with contextlib.suppress(ProcessLookupError):
-                daemon.process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                daemon.process.wait(timeout=5)
-            if daemon.process.poll() is None:
-                daemon.process.kill()
-                daemon.process.wait(timeout=5)
-        for key in list(self.charons):
-            daemon = self.charons.pop(key)
-            with contextlib.suppress(ProcessLookupError):
-                daemon.process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                daemon.process.wait(timeout=5)
-            if daemon.process.poll() is None:
-                daemon.process.kill()
-                daemon.process.wait(timeout=5)
+        for daemons in (self.birds, self.charons):
+            for key in list(daemons):
+                _stop(daemons.pop(key))
         for name in reversed(self.namespaces):
             run("ip", "netns", "del", name, check=False)
         self.namespaces.clear()
+
+
+def _stop(daemon: Daemon) -> None:
+    """SIGTERM, then SIGKILL after 5 s: this lab's own process only."""
+    with contextlib.suppress(ProcessLookupError):
+        daemon.process.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        daemon.process.wait(timeout=5)
+    if daemon.process.poll() is None:
+        daemon.process.kill()
+        daemon.process.wait(timeout=5)
 
 
 def require_tools() -> list[str]:
