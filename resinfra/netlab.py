@@ -221,6 +221,10 @@ class Lab:
         wait_for(lambda: (site_dir / "charon.vici").exists() or process.poll() is not None, 10, f"charon of {key}")
         if process.poll() is not None:
             raise LabError(f"charon of {key} exited {process.returncode}; see {log}")
+        for peer in self.sites[key].bgp_peers:
+            # The tunnel's route lands in table 220; bird's multihop session needs one in the
+            # main table, on the ipsec0 device this charon just created.
+            self.ns(self.gw_ns(key), "ip", "route", "replace", f"{peer}/32", "dev", "ipsec0")
         self.load(key)
 
     def write_swanctl(self, key: str, swanctl_conf: str) -> Path:
@@ -269,10 +273,6 @@ class Lab:
 
     # -- bird --------------------------------------------------------------------
     def start_bird(self, key: str, bird_conf: str) -> None:
-        site = self.sites[key]
-        for peer in site.bgp_peers:
-            # The tunnel's own route lands in table 220; bird's multihop session needs a main-table route.
-            self.ns(self.gw_ns(key), "ip", "route", "replace", f"{peer}/32", "dev", "ipsec0", check=False)
         site_dir = self.site_dir(key)
         conf = site_dir / "bird.conf"
         conf.write_text(bird_conf)
@@ -289,11 +289,6 @@ class Lab:
         wait_for(lambda: sock.exists() or process.poll() is not None, 10, f"bird of {key}")
         if process.poll() is not None:
             raise LabError(f"bird of {key} exited {process.returncode}; see {log}")
-
-    def ensure_bgp_routes(self, key: str) -> None:
-        """Re-add the routes to BGP peers via ``ipsec0`` (a restarted charon recreates the device)."""
-        for peer in self.sites[key].bgp_peers:
-            self.ns(self.gw_ns(key), "ip", "route", "replace", f"{peer}/32", "dev", "ipsec0", check=False)
 
     def birdc(self, key: str, *command: str) -> str:
         return run("birdc", "-s", str(self.site_dir(key) / "bird.ctl"), *command).stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi_command
@@ -22,6 +22,9 @@ from resinfra.remote import SshAccess, push_files
 from resinfra.render.push_script import FileToPush
 from resinfra.render.swanctl import SWANCTL_PATH, render_swanctl
 from resinfra.sites.base import GatewayKind, SiteComponent
+
+if TYPE_CHECKING:  # the GCP SDK loads only for stacks with a GCP site
+    from resinfra.mesh.gcp import ClassicGateway
 
 TYPE_TOKEN = "resinfra:mesh:IpsecMesh"
 PSK_LENGTH = 48
@@ -167,7 +170,7 @@ class IpsecMesh(pulumi.ComponentResource):
         site_stem: str,
         peers: list[pulumi.Output[str]],
         psks: list[pulumi.Output[str]],
-        classic: Any,
+        classic: ClassicGateway | None,
         opts: pulumi.ResourceOptions,
     ) -> None:
         # Provider modules load on demand, as in the stack: a stack imports only the SDKs it uses.

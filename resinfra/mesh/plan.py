@@ -113,10 +113,6 @@ class LinkPlan:
         """The other end, seen from ``site``."""
         return self.b if site == self.a.site else self.a
 
-    def of_kind(self, kind: GatewayKind) -> LinkEnd:
-        """The end whose gateway is of ``kind`` (for links of two different kinds)."""
-        return self.a if self.a.gateway is kind else self.b
-
     def bgp_address(self, tunnel: TunnelPlan, site: str) -> IPv4Address:
         """``site``'s BGP address in ``tunnel``."""
         assert tunnel.bgp is not None

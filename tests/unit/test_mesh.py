@@ -293,8 +293,8 @@ def test_no_weak_algorithm_anywhere(run: OfflineRun) -> None:
     for f in run.files:
         found |= tokens(f.content)
     assert not (found & WEAK), found & WEAK
-    # The check sees what it should: the strong suite's names are there.
-    assert {"aes256gcm16", "ecp384"} & found or run.config.sites[0].provider == "gcp"
+    # The check reads the algorithm names where they are: the strong suite's are found.
+    assert "ecp384" in found
 
 
 def swanctl_trigger(values: dict[str, Any], machine: str = "ri-dev-hetzner-gw-swanctl") -> str:
