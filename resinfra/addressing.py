@@ -33,6 +33,14 @@ TOOLING_HOST_OFFSET = 5
 FIRST_WORKER_HOST_OFFSET = 10
 # The layout must fit the worker subnet (last address is broadcast, GCP also keeps the one before).
 assert FIRST_WORKER_HOST_OFFSET + MAX_WORKERS < 2 ** (32 - WORKER_SUBNET_PREFIX) - 2
+APIPA_POOL = (IPv4Network("169.254.21.0/24"), IPv4Network("169.254.22.0/24"))
+"""Link-local /30s for BGP sessions over tunnels. Azure accepts custom APIPA BGP addresses
+only in 169.254.21.0-169.254.22.255 (learn.microsoft.com, "VPN Gateway BGP": APIPA range);
+GCP Cloud Router accepts any /30 of 169.254.0.0/16, so one pool serves both ends."""
+APIPA_PREFIX = 30
+MAX_TUNNELS_PER_LINK = 2
+"""APIPA slots are reserved for two tunnels per link whether or not both exist, so turning
+Azure's activeActive on or off never moves the first tunnel's addresses."""
 PROXMOX_PUBLIC_SLOTS_BEFORE_WORKERS = 2
 """Public range slots: gateway VM, tooling VM, then workers (stable whether or not the
 tooling VM lives on the site)."""
@@ -231,6 +239,50 @@ def check_addresses(cfg: StackConfig) -> list[Problem]:
                     Problem(key_path(["sites", i, "publicRange"]), f"{rng} overlaps resinfra:supernet {supernet}", "use the public range of the Proxmox host")
                 )
     return problems
+
+
+def apipa_slot(number_a: int, number_b: int, tunnel: int) -> int:
+    """Stable index of a tunnel's /30 in :data:`APIPA_POOL`, keyed on the two site numbers.
+
+    Pairs are numbered triangularly by the higher site number (1-2 is pair 0, 1-3 pair 1,
+    2-3 pair 2, ...), so adding or removing a site never moves another link's addresses.
+
+    Example: ``apipa_slot(1, 2, 0)`` is 0 and ``apipa_slot(2, 1, 1)`` is 1.
+    """
+    low, high = sorted((number_a, number_b))
+    if low < 1 or low == high or not 0 <= tunnel < MAX_TUNNELS_PER_LINK:
+        raise ValueError(f"no APIPA slot for sites {number_a}, {number_b} tunnel {tunnel}")
+    pair = (high - 1) * (high - 2) // 2 + (low - 1)
+    return pair * MAX_TUNNELS_PER_LINK + tunnel
+
+
+APIPA_SLOTS = sum(n.num_addresses for n in APIPA_POOL) // 2 ** (32 - APIPA_PREFIX)
+
+
+def apipa_network(number_a: int, number_b: int, tunnel: int) -> IPv4Network:
+    """The /30 of one tunnel between two sites: the lower-numbered site takes its first
+    host address, the higher-numbered site the second.
+
+    Example: ``apipa_network(1, 2, 0)`` is ``169.254.21.0/30`` (site 1 on .1, site 2 on .2).
+    """
+    slot = apipa_slot(number_a, number_b, tunnel)
+    if slot >= APIPA_SLOTS:
+        raise ValueError(f"sites {number_a} and {number_b} have no APIPA /30 left in 169.254.21.0-169.254.22.255")
+    # The pool's two /24s are contiguous: count from the first.
+    return IPv4Network((int(APIPA_POOL[0].network_address) + slot * 2 ** (32 - APIPA_PREFIX), APIPA_PREFIX))
+
+
+def apipa_address(network: IPv4Network, number: int, peer_number: int) -> IPv4Address:
+    """The address of site ``number`` in a link's /30 (first host for the lower number)."""
+    return network.network_address + (1 if number < peer_number else 2)
+
+
+def max_bgp_site_number() -> int:
+    """Highest site number whose BGP links all get an APIPA /30 (for config checks)."""
+    number = 2
+    while apipa_slot(number - 1, number, MAX_TUNNELS_PER_LINK - 1) < APIPA_SLOTS:
+        number += 1
+    return number - 1
 
 
 def _prefix_for(hosts: int) -> int:

@@ -108,6 +108,7 @@ def plan_report(run: OfflineRun, stack: str, source: Path, seconds: float) -> di
             for s in cfg.sites
         ],
         "machines": run.outputs["inventory"],
+        "tunnels": run.outputs["tunnels"],
         "components": components,
         "resourceCount": len(custom),
         "countsByType": dict(sorted(Counter(r.type for r in custom).items())),
@@ -131,6 +132,12 @@ def format_plan(report: dict[str, Any]) -> str:
     lines += ["", "Machines"]
     rows = [("name", "site", "role", "private", "public")]
     rows += [(m["name"], m["site"], m["role"], m["privateIp"], m["publicIp"]) for m in report["machines"]]
+    lines += _table(rows)
+    lines += ["", f"Tunnels: {len(report['tunnels'])} links, {sum(t['tunnels'] for t in report['tunnels'])} tunnels (one link per pair of sites)"]
+    rows = [("pair", "kind", "routing", "tunnels", "crypto", "endpoints")]
+    for t in report["tunnels"]:
+        ends = " <-> ".join(f"{e['site']} {'/'.join(e['publicIps'])}" for e in t["ends"])
+        rows.append((t["name"], t["kind"], t["routing"], str(t["tunnels"]), t["crypto"], ends))
     lines += _table(rows)
     lines += ["", f"Resources: {report['resourceCount']}, by component"]
     for comp in report["components"]:

@@ -493,9 +493,52 @@ def check_stack(cfg: StackConfig) -> list[Problem]:
                 )
             asn_owner.setdefault(site.asn, i)
 
+    problems += _check_mesh(cfg)
+
     # Overlap checks after duplicate site numbers would only repeat those problems.
     if not problems:
         problems += addressing.check_addresses(cfg)
+    return problems
+
+
+def _check_mesh(cfg: StackConfig) -> list[Problem]:
+    """Rules of the tunnels between sites: peer ASNs each cloud accepts, APIPA room, names."""
+    from resinfra import addressing, naming  # local: both import this module's types
+
+    problems: list[Problem] = []
+    azure = [(i, s) for i, s in enumerate(cfg.sites) if isinstance(s, AzureSite)]
+    gcp = [(i, s) for i, s in enumerate(cfg.sites) if isinstance(s, GcpSite)]
+    if azure:
+        for i, site in gcp:
+            # Azure refuses a local network gateway whose ASN it reserves for itself.
+            if site.asn in AZURE_RESERVED_ASNS:
+                problems.append(
+                    Problem(
+                        key_path(["sites", i, "asn"]),
+                        f"ASN {site.asn} is reserved by Azure (65515, 65517-65520), and the Azure site peers with this Cloud Router over BGP",
+                        "use another private ASN, e.g. the default 64514",
+                    )
+                )
+    limit = addressing.max_bgp_site_number()
+    blocks = 2 ** (cfg.site_prefix_length - cfg.supernet_network.prefixlen) - 1
+    for i, site in [*azure, *gcp]:
+        # A number without an address block is reported already.
+        if azure and gcp and limit < site.number <= blocks:
+            problems.append(
+                Problem(
+                    key_path(["sites", i, "number"]),
+                    f"site number {site.number} is too high for the Azure-GCP BGP link: its APIPA addresses must come from Azure's 169.254.21.0-169.254.22.255, which holds the links of site numbers 1 to {limit}",
+                    f"give the Azure and GCP sites numbers from 1 to {limit}",
+                )
+            )
+    # Only managed gateways get cloud resources named after their peers. Names already too
+    # long for the site's own resources are reported once, by check_names.
+    named = [s for s in cfg.sites if not naming.check_names(cfg.prefix, s)]
+    for i, site in [*azure, *gcp]:
+        if site not in named:
+            continue
+        peers = [s for s in named if s.name != site.name]
+        problems += [Problem(key_path(["sites", i, "name"]), msg, fix) for msg, fix in naming.check_mesh_names(cfg.prefix, site, peers)]
     return problems
 
 

@@ -45,3 +45,34 @@ def check_names(prefix: str, site: Site) -> list[tuple[str, str]]:
             f"shorten resinfra:prefix or the site name by {longest - limit} characters",
         )
     ]
+
+
+MESH_ROLES = ("lng", "conn", "tun", "if", "bgp", "rt", "peer", "psk")
+"""Short words naming a mesh resource's role: ``ri-dev-azure-conn-gcp-0``."""
+MESH_INDEX_WIDTH = 1
+"""Tunnel indexes are 0 or 1."""
+
+
+def mesh_name(site_stem: str, role: str, peer: str, index: int | None = None) -> str:
+    """Name of a mesh resource on a site: ``mesh_name("ri-dev-azure", "conn", "gcp", 0)`` is
+    ``ri-dev-azure-conn-gcp-0``. Peer site names keep the names readable in review."""
+    if role not in MESH_ROLES:
+        raise ValueError(f"unknown mesh role {role!r}")
+    return f"{site_stem}-{role}-{peer}" + (f"-{index}" if index is not None else "")
+
+
+def check_mesh_names(prefix: str, site: Site, peers: list[Site]) -> list[tuple[str, str]]:
+    """Problems (message, fix) with mesh resource names on ``site`` for each of its ``peers``."""
+    limit, rule = NAME_LIMITS[Provider(site.provider)]
+    longest_role = max(len(r) for r in MESH_ROLES)
+    for peer in peers:
+        length = len(stem(prefix, site.name)) + 1 + longest_role + 1 + len(peer.name) + 1 + MESH_INDEX_WIDTH
+        if length > limit:
+            example = mesh_name(stem(prefix, site.name), "conn", peer.name, 0)
+            return [
+                (
+                    f"tunnel resource names such as {example!r} reach {length} characters; {rule}",
+                    f"shorten resinfra:prefix, this site's name or the name of site {peer.name!r} by {length - limit} characters",
+                )
+            ]
+    return []

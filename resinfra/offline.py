@@ -103,7 +103,22 @@ class CloudMocks(pulumi.runtime.Mocks):
             return self._azure(typ, name, inputs)
         if package == "proxmoxve":
             return self._proxmox(typ, name, inputs)
+        if package == "random":
+            return self._random(typ, name, inputs)
         return f"{name}-id", inputs
+
+    @staticmethod
+    def _random(typ: str, name: str, out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if typ == "random:index/randomPassword:RandomPassword":
+            # Stable per name, of the requested length, from the allowed alphabet: a re-run
+            # yields the same value, so triggers that hash configs stay put.
+            alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+            length = int(out.get("length", 16))
+            seed = hashlib.sha256(f"mock-password:{name}".encode()).digest()
+            while len(seed) < length:
+                seed += hashlib.sha256(seed).digest()
+            out["result"] = "".join(alphabet[b % len(alphabet)] for b in seed[:length])
+        return f"{name}-id", out
 
     def _hcloud(self, typ: str, name: str, out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         # hcloud ids are integers (the SDK wants Input[int] for network_id and friends).
@@ -165,8 +180,8 @@ class CloudMocks(pulumi.runtime.Mocks):
                 "tenantId": MOCK_SUBSCRIPTION,
                 "clientId": MOCK_SUBSCRIPTION,
                 "objectId": MOCK_SUBSCRIPTION,
-            }, None
-        return {}, None
+            }, []
+        return {}, []
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):

@@ -14,6 +14,8 @@ import pulumi
 from resinfra import addressing, config
 from resinfra.addressing import Role, SiteAddresses
 from resinfra.config import Provider, Site, StackConfig
+from resinfra.mesh.component import IpsecMesh, IpsecMeshArgs
+from resinfra.mesh.plan import LinkPlan, azure_bgp_addresses, plan_links
 from resinfra.naming import stem
 from resinfra.remote import PushVia, SshAccess
 from resinfra.render.cloud_init import CloudInitSpec, Route, render_cloud_init
@@ -45,6 +47,7 @@ class StackResult:
     """How configuration pushes log in to machines."""
     outputs: dict[str, Any] = field(default_factory=dict)
     files: list[RenderedFile] = field(default_factory=list)
+    mesh: IpsecMesh | None = None
 
 
 def site_labels(stack: str, site: str) -> dict[str, str]:
@@ -70,7 +73,7 @@ def boot_spec(cfg: StackConfig, site: Site, plan: SiteAddresses, machine: addres
     )
 
 
-def _site_component(cfg: StackConfig, site: Site, plan: SiteAddresses, user_data: Mapping[str, str], stack_name: str) -> SiteComponent:
+def _site_component(cfg: StackConfig, site: Site, plan: SiteAddresses, user_data: Mapping[str, str], stack_name: str, links: list[LinkPlan]) -> SiteComponent:
     # Provider modules are imported on demand: each SDK takes seconds to import and a
     # stack uses only the providers it has sites on.
     name = stem(cfg.prefix, site.name)
@@ -90,7 +93,8 @@ def _site_component(cfg: StackConfig, site: Site, plan: SiteAddresses, user_data
     if isinstance(site, config.AzureSite):
         from resinfra.sites import azure
 
-        return azure.AzureSite(name, azure.AzureSiteArgs(site=site, credentials=azure.credentials_from_config(), **common))
+        bgp_addresses = azure_bgp_addresses(links, site.name, instances=2 if site.active_active else 1)
+        return azure.AzureSite(name, azure.AzureSiteArgs(site=site, credentials=azure.credentials_from_config(), custom_bgp_addresses=bgp_addresses, **common))
     if isinstance(site, config.HetznerSite):
         from resinfra.sites import hetzner
 
@@ -109,13 +113,27 @@ def build(cfg: StackConfig) -> StackResult:
     plan = addressing.plan(cfg)
     ssh = SshAccess(user=cfg.admin_user, private_key=pulumi.Config(config.NAMESPACE).require_secret("sshPrivateKey"), via=PushVia(cfg.push_via))
     result = StackResult(config=cfg, plan=plan, sites=[], ssh=ssh)
+    links = plan_links(cfg, plan)
     for site in cfg.sites:
         site_plan = plan[site.name]
         user_data = {m.name: render_cloud_init(boot_spec(cfg, site, site_plan, m)) for m in site_plan.machines}
         result.files += [RenderedFile(name, "cloud-init", "user-data.yaml", text) for name, text in user_data.items()]
-        result.sites.append(_site_component(cfg, site, site_plan, user_data, stack_name))
+        result.sites.append(_site_component(cfg, site, site_plan, user_data, stack_name, links))
+    result.mesh = _mesh(cfg, links, result) if links else None
     result.outputs = stack_outputs(result)
     return result
+
+
+def _mesh(cfg: StackConfig, links: list[LinkPlan], result: StackResult) -> IpsecMesh:
+    """The tunnels between the sites, and the files they add to ``resinfra render``."""
+    mesh = IpsecMesh(
+        f"{cfg.prefix}-mesh",
+        IpsecMeshArgs(prefix=cfg.prefix, links=links, sites=result.sites, site_configs={s.name: s for s in cfg.sites}, ssh=result.ssh),
+    )
+    result.files += [RenderedFile(machine, "swanctl", "swanctl.conf", text) for machine, text in mesh.swanctl.items()]
+    # Managed gateways are no machines: their descriptions go in a folder named after the gateway.
+    result.files += [RenderedFile(f"{stem(cfg.prefix, m.site)}-vpn-gw", "managed-ipsec", f"{m.link}.json", m.content) for m in mesh.managed_ends]
+    return mesh
 
 
 def stack_outputs(result: StackResult) -> dict[str, Any]:
@@ -152,6 +170,8 @@ def stack_outputs(result: StackResult) -> dict[str, Any]:
         "sites": sites,
         "inventory": inventory,
         "tooling": {k: tooling[k] for k in ("name", "site", "privateIp", "publicIp")},
+        # Per link: kind, routing, crypto and each end's public addresses; never a PSK.
+        "tunnels": result.mesh.link_outputs if result.mesh else [],
     }
 
 

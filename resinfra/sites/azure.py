@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_azure_native as azure_native
-from pulumi_azure_native import compute, network, resources
+from pulumi_azure_native import authorization, compute, network, resources
 
 from resinfra.addressing import Role
 from resinfra.config import AzureSite as AzureSiteConfig
@@ -59,6 +59,14 @@ def credentials_from_config() -> AzureCredentials:
 class AzureSiteArgs(SiteArgs):
     site: AzureSiteConfig
     credentials: AzureCredentials
+    custom_bgp_addresses: tuple[tuple[str, ...], ...] = ()
+    """APIPA BGP addresses of each gateway instance (from the mesh plan): Azure only speaks
+    BGP on them once they are set on the gateway's IP configurations."""
+
+
+def ip_configuration_name(instance: int) -> str:
+    """Name of the gateway's IP configuration for instance 0 or 1."""
+    return f"ipconfig-{instance}"
 
 
 def security_rules(rules: list[IngressRule]) -> list[network.SecurityRuleArgs]:
@@ -113,6 +121,7 @@ class AzureSite(SiteComponent):
         self.site_name = site.name
         self.provider_kind = Provider.AZURE
         self.addresses = args.addresses
+        self.labels = dict(args.labels)
         self.nodes = []
 
         self.provider = azure_native.Provider(
@@ -238,9 +247,32 @@ class AzureSite(SiteComponent):
             self._static_public_ip(child_name(name, f"vpn-gw-pip-{i}"), site, rg_name, tags, zones=list(site.gateway_zones) or None, opts=child)
             for i in range(instances)
         ]
+        gateway_name = child_name(name, "vpn-gw")
+        peering_addresses = None
+        if any(args.custom_bgp_addresses):
+            # The gateway's own IP configuration ids are needed in its own inputs: build them
+            # from the subscription, group and names, as Azure will.
+            client = authorization.get_client_config_output(opts=pulumi.InvokeOutputOptions(provider=self.provider))
+            peering_addresses = [
+                network.IPConfigurationBgpPeeringAddressArgs(
+                    ipconfiguration_id=pulumi.Output.concat(
+                        "/subscriptions/",
+                        client.subscription_id,
+                        "/resourceGroups/",
+                        rg_name,
+                        "/providers/Microsoft.Network/virtualNetworkGateways/",
+                        gateway_name,
+                        "/ipConfigurations/",
+                        ip_configuration_name(i),
+                    ),
+                    custom_bgp_ip_addresses=list(addresses),
+                )
+                for i, addresses in enumerate(args.custom_bgp_addresses)
+                if addresses
+            ]
         self.vnet_gateway = network.VirtualNetworkGateway(
             child_name(name, "vpn-gw"),
-            virtual_network_gateway_name=child_name(name, "vpn-gw"),
+            virtual_network_gateway_name=gateway_name,
             resource_group_name=rg_name,
             location=site.location,
             gateway_type=network.VirtualNetworkGatewayType.VPN,
@@ -252,10 +284,10 @@ class AzureSite(SiteComponent):
             ),
             active_active=site.active_active,
             enable_bgp=True,
-            bgp_settings=network.BgpSettingsArgs(asn=site.asn),
+            bgp_settings=network.BgpSettingsArgs(asn=site.asn, bgp_peering_addresses=peering_addresses),
             ip_configurations=[
                 network.VirtualNetworkGatewayIPConfigurationArgs(
-                    name=f"ipconfig-{i}",
+                    name=ip_configuration_name(i),
                     subnet=network.SubResourceArgs(id=gateway_subnet.id),
                     public_ip_address=network.SubResourceArgs(id=ip.id),
                     private_ip_allocation_method=network.IPAllocationMethod.DYNAMIC,

@@ -79,6 +79,8 @@ class SiteComponent(pulumi.ComponentResource):
     addresses: SiteAddresses
     gateway: GatewayEndpoint
     nodes: list[Node]
+    labels: dict[str, str]
+    """Labels/tags of the site's resources; resources other components add to the site carry them too."""
 
     def _register_site_outputs(self) -> None:
         """Register the interface as this component's outputs (keys mirror the attributes)."""

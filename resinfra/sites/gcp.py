@@ -61,6 +61,7 @@ class GcpSite(SiteComponent):
         self.site_name = site.name
         self.provider_kind = Provider.GCP
         self.addresses = args.addresses
+        self.labels = dict(args.labels)
         self.nodes = []
 
         self.provider = gcp.Provider(

@@ -70,6 +70,7 @@ class HetznerSite(SiteComponent):
         self.site_name = site.name
         self.provider_kind = Provider.HETZNER
         self.addresses = plan
+        self.labels = dict(args.labels)
         self.nodes = []
 
         self.provider = hcloud.Provider(child_name(name, "provider"), token=args.token, opts=pulumi.ResourceOptions(parent=self))

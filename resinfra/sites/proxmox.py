@@ -90,6 +90,7 @@ class ProxmoxSite(SiteComponent):
         self.site_name = site.name
         self.provider_kind = Provider.PROXMOX
         self.addresses = plan
+        self.labels = dict(args.labels)
         self.nodes = []
 
         ssh = creds.ssh

@@ -60,3 +60,22 @@ def test_max_workers_fit_the_worker_subnet() -> None:
     plan = addressing.plan(config.load(values))["hetzner"]
     last = plan.workers[-1].private_ip
     assert last in plan.subnet and last < plan.subnet.broadcast_address - 1
+
+
+def test_apipa_slots_are_unique_stable_and_inside_azures_range() -> None:
+    from itertools import combinations
+
+    from resinfra.addressing import apipa_address, apipa_network, max_bgp_site_number
+
+    limit = max_bgp_site_number()
+    assert limit == 11
+    networks = [apipa_network(a, b, t) for a, b in combinations(range(1, limit + 1), 2) for t in (0, 1)]
+    assert len(set(networks)) == len(networks)
+    assert all(IPv4Address("169.254.21.0") <= n.network_address and n.broadcast_address <= IPv4Address("169.254.22.255") for n in networks)
+    assert all(n.prefixlen == 30 for n in networks)
+    # Keyed on the numbers only: the order of the pair does not matter.
+    assert apipa_network(3, 1, 0) == apipa_network(1, 3, 0) == IPv4Network("169.254.21.8/30")
+    assert apipa_address(apipa_network(1, 3, 0), 1, 3) == IPv4Address("169.254.21.9")
+    assert apipa_address(apipa_network(1, 3, 0), 3, 1) == IPv4Address("169.254.21.10")
+    with pytest.raises(ValueError):
+        apipa_network(limit, limit + 1, 1)

@@ -40,6 +40,7 @@ def test_plan_json_carries_the_same_data(capsys: pytest.CaptureFixture[str]) -> 
         "resinfra:sites:AzureSite",
         "resinfra:sites:HetznerSite",
         "resinfra:sites:ProxmoxSite",
+        "resinfra:mesh:IpsecMesh",
     }
     assert report["resourceCount"] == sum(c["resourceCount"] for c in report["components"])
     assert sum(report["countsByType"].values()) == report["resourceCount"]
@@ -64,3 +65,35 @@ def test_render_writes_one_file_per_machine_and_purpose(tmp_path: Path, capsys: 
     mode = stat.S_IMODE((tmp_path / "ri-dev-gcp-worker-1/user-data.yaml").stat().st_mode)
     assert mode == 0o644
     assert (tmp_path / "ri-dev-gcp-worker-1/user-data.yaml").read_text().startswith("#cloud-config")
+
+
+def test_plan_shows_the_tunnel_matrix(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plan"]) == 0
+    out = capsys.readouterr().out
+    assert "Tunnels: 6 links, 6 tunnels" in out
+    rows = {line.split()[0]: line.split()[1:3] for line in out.split("Tunnels:", 1)[1].split("\n\n", 1)[0].splitlines()[2:]}
+    assert rows == {
+        "gcp-azure": ["azure-gcp-ha-vpn-bgp", "bgp"],
+        "gcp-hetzner": ["gcp-classic-vpn-strongswan", "static"],
+        "gcp-proxmox": ["gcp-classic-vpn-strongswan", "static"],
+        "azure-hetzner": ["azure-strongswan", "static"],
+        "azure-proxmox": ["azure-strongswan", "static"],
+        "hetzner-proxmox": ["strongswan-strongswan", "static"],
+    }
+    assert out.count("IKEv2 aes256gcm16-prfsha384-ecp384 / ESP aes256gcm16-ecp384 (PFS)") == 6
+
+
+def test_render_writes_gateway_configs_and_managed_ends_owner_only(tmp_path: Path) -> None:
+    assert cli.main(["render", "--out", str(tmp_path)]) == 0
+    secret = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and stat.S_IMODE(p.stat().st_mode) == 0o600)
+    assert secret == [
+        "ri-dev-azure-vpn-gw/azure-hetzner.json",
+        "ri-dev-azure-vpn-gw/azure-proxmox.json",
+        "ri-dev-azure-vpn-gw/gcp-azure.json",
+        "ri-dev-gcp-vpn-gw/gcp-azure.json",
+        "ri-dev-gcp-vpn-gw/gcp-hetzner.json",
+        "ri-dev-gcp-vpn-gw/gcp-proxmox.json",
+        "ri-dev-hetzner-gw/swanctl.conf",
+        "ri-dev-proxmox-gw/swanctl.conf",
+    ]
+    assert json.loads((tmp_path / "ri-dev-gcp-vpn-gw/gcp-azure.json").read_text())["tunnels"][0]["bgp"]["peerAsn"] == 65515

@@ -98,6 +98,18 @@ BAD_CONFIGS: list[tuple[str, Mutation, str, str]] = [
     ("egress-not-a-number", set_key("resinfra:cost", {"egressGbPerMonth": "lots"}), "resinfra:cost.egressGbPerMonth", "not a number"),
     ("egress-beyond-plausible", set_key("resinfra:cost", {"egressGbPerMonth": 5_000_000}), "resinfra:cost.egressGbPerMonth", "from 0 to"),
     ("cost-typo", set_key("resinfra:cost", {"egressGb": 10}), "resinfra:cost.egressGb", "did you mean 'egressGbPerMonth'"),
+    ("gcp-asn-reserved-by-azure", set_site("gcp", "asn", 65518), "resinfra:sites[0].asn", "reserved by Azure"),
+    ("bgp-site-number-beyond-apipa-range", set_site("azure", "number", 12), "resinfra:sites[1].number", "169.254.21.0-169.254.22.255"),
+    (
+        "tunnel-names-too-long-for-gcp",
+        lambda v: (
+            set_key("resinfra:prefix", "ri")(v),
+            set_site("gcp", "name", "google-cloud-frankfurt-zone-aa")(v),
+            set_site("hetzner", "name", "hetzner-nuremberg-datacenter-1")(v),
+        ),
+        "resinfra:sites[0].name",
+        "tunnel resource names",
+    ),
 ]
 
 

@@ -76,6 +76,9 @@ COMPONENT_TYPES = {
 }
 
 
+MESH_TYPE = "resinfra:mesh:IpsecMesh"
+
+
 def site_resources(run: OfflineRun, provider: str) -> list[DeclaredResource]:
     return [r for r in run.resources if r.custom and COMPONENT_TYPES[provider] in run.ancestor_types(r)]
 
@@ -98,14 +101,15 @@ def test_each_site_declares_its_resources(shaped: tuple[tuple[str, ...], Offline
             expected["hcloud:index/networkRoute:NetworkRoute"] = len(providers) - 1
             expected = {k: v for k, v in expected.items() if v}
         assert dict(Counter(r.type for r in site_resources(run, provider))) == expected
-    assert {r.type for r in run.resources if r.type.startswith("resinfra:")} == {COMPONENT_TYPES[p] for p in providers}
+    mesh = {MESH_TYPE} if len(providers) > 1 else set()
+    assert {r.type for r in run.resources if r.type.startswith("resinfra:")} == {COMPONENT_TYPES[p] for p in providers} | mesh
 
 
 def test_every_resource_is_parented_under_a_site_component(shaped: tuple[tuple[str, ...], OfflineRun]) -> None:
     _, run = shaped
     for r in run.resources:
         if r.custom:
-            assert any(t.startswith("resinfra:sites:") for t in run.ancestor_types(r)), f"{r.urn} is not under a site component"
+            assert any(t.startswith("resinfra:sites:") or t == MESH_TYPE for t in run.ancestor_types(r)), f"{r.urn} is not under a site or the mesh"
             if not r.type.startswith("pulumi:providers:"):
                 # Explicit per-site providers only: a default provider would read ambient credentials.
                 assert "pulumi:providers:" in r.provider and "::default" not in r.provider, f"{r.urn} uses provider {r.provider!r}"
@@ -124,7 +128,7 @@ PHYSICAL_NAME_INPUTS = (
 
 def test_names_are_prefixed(shaped: tuple[tuple[str, ...], OfflineRun]) -> None:
     providers, run = shaped
-    stems = tuple(f"ri-dev-{p}" for p in providers)
+    stems = (*(f"ri-dev-{p}" for p in providers), "ri-dev-mesh")
     for r in run.resources:
         if r.type.startswith("pulumi:pulumi:Stack"):
             continue
@@ -243,7 +247,7 @@ def test_every_vm_boots_the_rendered_cloud_init(offline_runs: dict[str, OfflineR
 def test_cloud_init_contents(offline_runs: dict[str, OfflineRun]) -> None:
     run = offline_runs["all-four"]
     key = dev_config()["resinfra:sshPublicKey"]
-    for f in run.files:
+    for f in (f for f in run.files if f.purpose == "cloud-init"):
         doc = yaml.safe_load(f.content)
         machine = next(m for m in run.outputs["inventory"] if m["name"] == f.machine)
         assert f.content.startswith("#cloud-config\n")

@@ -1,0 +1,201 @@
+"""The ``IpsecMesh`` component: one link per pair of sites, declared on both ends."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pulumi
+import pulumi_command
+import pulumi_random
+
+from resinfra.addressing import Role
+from resinfra.config import AzureSite as AzureSiteConfig
+from resinfra.config import GcpSite as GcpSiteConfig
+from resinfra.config import Provider, Site
+from resinfra.mesh.describe import TunnelValues, describe_managed_end, to_json
+from resinfra.mesh.plan import LinkPlan, Routing
+from resinfra.mesh.strongswan import ResolvedTunnel, swan_connections
+from resinfra.naming import mesh_name, stem
+from resinfra.remote import SshAccess, push_files
+from resinfra.render.push_script import FileToPush
+from resinfra.render.swanctl import SWANCTL_PATH, render_swanctl
+from resinfra.sites.base import GatewayKind, SiteComponent
+
+if TYPE_CHECKING:  # the GCP SDK loads only for stacks with a GCP site
+    from resinfra.mesh.gcp import ClassicGateway
+
+TYPE_TOKEN = "resinfra:mesh:IpsecMesh"
+PSK_LENGTH = 48
+"""Letters and digits only (every product accepts them): about 285 bits."""
+RELOAD_COMMANDS = (
+    # A push can arrive before first boot finished installing strongSwan.
+    "cloud-init status --wait >/dev/null || true",
+    "systemctl enable --now strongswan.service",
+    "swanctl --load-all --noprompt",
+)
+
+
+@dataclass(frozen=True)
+class IpsecMeshArgs:
+    prefix: str
+    """``resinfra:prefix``: every mesh resource is named on its site's stem."""
+    links: Sequence[LinkPlan]
+    """The planned links (:func:`resinfra.mesh.plan.plan_links`)."""
+    sites: Sequence[SiteComponent]
+    site_configs: Mapping[str, Site]
+    ssh: SshAccess
+    """How the swanctl.conf pushes log in to strongSwan gateways."""
+
+
+@dataclass(frozen=True)
+class ManagedEndFile:
+    """The JSON description of one managed end of one link (holds the PSKs: secret)."""
+
+    site: str
+    link: str
+    content: pulumi.Output[str]
+
+
+class IpsecMesh(pulumi.ComponentResource):
+    """Every site-to-site tunnel: PSKs, the managed ends' resources, the strongSwan gateways' config pushes."""
+
+    swanctl: dict[str, pulumi.Output[str]]
+    """Rendered swanctl.conf (secret) by strongSwan gateway machine name."""
+    managed_ends: list[ManagedEndFile]
+    """What the program hands Azure and GCP, per link and managed end."""
+    link_outputs: list[dict[str, Any]]
+    """Per link: name, kind, routing, crypto and each end's endpoints (no secrets)."""
+
+    def __init__(self, name: str, args: IpsecMeshArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(TYPE_TOKEN, name, None, opts)
+        # Explicit providers, like the sites: nothing here reads ambient configuration.
+        random_provider = pulumi_random.Provider(f"{name}-random", opts=pulumi.ResourceOptions(parent=self))
+        command_provider = pulumi_command.Provider(f"{name}-command", opts=pulumi.ResourceOptions(parent=self))
+        child = pulumi.ResourceOptions(parent=self)
+        sites = {s.site_name: s for s in args.sites}
+        stems = {s.site_name: stem(args.prefix, s.site_name) for s in args.sites}
+
+        psks: dict[tuple[str, int], pulumi.Output[str]] = {}
+        for link in args.links:
+            for tunnel in link.tunnels:
+                password = pulumi_random.RandomPassword(
+                    mesh_name(stems[link.a.site], "psk", link.b.site, tunnel.index),
+                    length=PSK_LENGTH,
+                    special=False,
+                    opts=pulumi.ResourceOptions(parent=self, provider=random_provider),
+                )
+                # The same Output goes to both ends; secret whatever the engine does.
+                psks[link.name, tunnel.index] = pulumi.Output.secret(password.result)
+
+        classic = self._classic_gateways(args, sites, stems, child)
+
+        def endpoint(link: LinkPlan, site: str, index: int) -> pulumi.Output[str]:
+            """The public address ``site``'s end of tunnel ``index`` uses."""
+            gateway = sites[site].gateway
+            if gateway.kind is GatewayKind.GCP_HA_VPN and link.routing is Routing.STATIC:
+                return classic[site].address.address
+            return gateway.public_ips[min(index, len(gateway.public_ips) - 1)]
+
+        strongswan_tunnels: dict[str, list[pulumi.Output[ResolvedTunnel]]] = {}
+        self.managed_ends = []
+        self.link_outputs = []
+        for link in args.links:
+            for end in (link.a, link.b):
+                peer = link.peer(end.site)
+                locals_ = [endpoint(link, end.site, t.index) for t in link.tunnels]
+                peers = [endpoint(link, peer.site, t.index) for t in link.tunnels]
+                secrets = [psks[link.name, t.index] for t in link.tunnels]
+                if end.gateway is GatewayKind.STRONGSWAN:
+                    strongswan_tunnels.setdefault(end.site, []).extend(
+                        pulumi.Output.all(local, remote, psk).apply(lambda v, link=link, index=t.index: ResolvedTunnel(link, index, v[0], v[1], v[2]))
+                        for t, local, remote, psk in zip(link.tunnels, locals_, peers, secrets, strict=True)
+                    )
+                    continue
+                self._managed_end(args, link, end.site, sites[end.site], stems[end.site], peers, secrets, classic.get(end.site), child)
+                self.managed_ends.append(ManagedEndFile(end.site, link.name, self._describe(link, end.site, locals_, peers, secrets)))
+            self.link_outputs.append(
+                {
+                    "name": link.name,
+                    "kind": link.kind.value,
+                    "routing": link.routing.value,
+                    "crypto": link.crypto.describe(),
+                    "tunnels": len(link.tunnels),
+                    "ends": [
+                        {"site": e.site, "gateway": e.gateway.value, "publicIps": [endpoint(link, e.site, t.index) for t in link.tunnels]}
+                        for e in (link.a, link.b)
+                    ],
+                }
+            )
+
+        self.swanctl = {}
+        for site_name, tunnels in strongswan_tunnels.items():
+            site = sites[site_name]
+            gateway_node = next(n for n in site.nodes if n.role is Role.GATEWAY)
+            text = pulumi.Output.all(*tunnels).apply(lambda resolved, s=site_name: render_swanctl(swan_connections(s, resolved)))
+            text = pulumi.Output.secret(text)
+            self.swanctl[gateway_node.name] = text
+            push_files(
+                f"{gateway_node.name}-swanctl",
+                gateway_node,
+                text.apply(lambda t: [FileToPush(SWANCTL_PATH, t, "0600")]),
+                RELOAD_COMMANDS,
+                args.ssh,
+                pulumi.ResourceOptions(parent=self, provider=command_provider),
+            )
+
+        self.register_outputs({"links": self.link_outputs})
+
+    @staticmethod
+    def _classic_gateways(args: IpsecMeshArgs, sites: Mapping[str, SiteComponent], stems: Mapping[str, str], opts: pulumi.ResourceOptions) -> dict[str, Any]:
+        """A Classic VPN gateway on every GCP site that has a statically routed link."""
+        from resinfra.mesh import gcp
+        from resinfra.sites.gcp import GcpSite
+
+        needed = {e.site for link in args.links if link.routing is Routing.STATIC for e in (link.a, link.b) if e.provider is Provider.GCP}
+        out = {}
+        for site_name in sorted(needed):
+            site, config = sites[site_name], args.site_configs[site_name]
+            assert isinstance(site, GcpSite) and isinstance(config, GcpSiteConfig)
+            out[site_name] = gcp.build_classic_gateway(stems[site_name], site, config.region, opts)
+        return out
+
+    @staticmethod
+    def _managed_end(
+        args: IpsecMeshArgs,
+        link: LinkPlan,
+        site_name: str,
+        site: SiteComponent,
+        site_stem: str,
+        peers: list[pulumi.Output[str]],
+        psks: list[pulumi.Output[str]],
+        classic: ClassicGateway | None,
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        # Provider modules load on demand, as in the stack: a stack imports only the SDKs it uses.
+        config = args.site_configs[site_name]
+        if site.gateway.kind is GatewayKind.AZURE_VNET_GATEWAY:
+            from resinfra.mesh.azure import build_azure_end
+            from resinfra.sites.azure import AzureSite
+
+            assert isinstance(site, AzureSite) and isinstance(config, AzureSiteConfig)
+            build_azure_end(site_stem, link, site, config.location, peers, psks, opts)
+            return
+        from resinfra.mesh.gcp import build_gcp_end
+        from resinfra.sites.gcp import GcpSite
+
+        assert isinstance(site, GcpSite) and isinstance(config, GcpSiteConfig)
+        build_gcp_end(site_stem, link, site, config.region, peers, psks, classic, opts)
+
+    @staticmethod
+    def _describe(
+        link: LinkPlan, site: str, locals_: list[pulumi.Output[str]], peers: list[pulumi.Output[str]], psks: list[pulumi.Output[str]]
+    ) -> pulumi.Output[str]:
+        count = len(link.tunnels)
+
+        def render(values: list[str]) -> str:
+            tunnels = [TunnelValues(t.index, values[i], values[count + i], values[2 * count + i]) for i, t in enumerate(link.tunnels)]
+            return to_json(describe_managed_end(link, site, tunnels))
+
+        return pulumi.Output.secret(pulumi.Output.all(*locals_, *peers, *psks).apply(render))
