@@ -103,6 +103,10 @@ class CloudMocks(pulumi.runtime.Mocks):
             return self._azure(typ, name, inputs)
         if package == "proxmoxve":
             return self._proxmox(typ, name, inputs)
+        if typ == "random:index/randomPassword:RandomPassword":
+            # A stable stand-in of the requested length (letters and digits, like special=false).
+            length = int(inputs.get("length", 16))
+            inputs["result"] = ("offline" + hashlib.sha256(name.encode()).hexdigest())[:length]
         return f"{name}-id", inputs
 
     def _hcloud(self, typ: str, name: str, out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -270,6 +274,14 @@ def config_values(raw: Mapping[str, Any]) -> dict[str, str]:
 
 OFFLINE_SECRET_PLACEHOLDER = "offline-placeholder-secret"
 """Stands in for secret config the offline run does not have (or must not decrypt)."""
+OFFLINE_URL_PLACEHOLDER = "https://offline-placeholder.invalid/webhook"
+"""Stands in for a secret URL (``.invalid`` never resolves)."""
+
+
+def placeholder_for(key: str) -> str:
+    """The stand-in for the secret config ``key`` (a URL where the key must hold one)."""
+    name = key.removeprefix(f"{config.NAMESPACE}:")
+    return OFFLINE_URL_PLACEHOLDER if key.startswith(f"{config.NAMESPACE}:") and name in config.URL_SECRET_KEYS else OFFLINE_SECRET_PLACEHOLDER
 
 
 def with_secret_placeholders(values: Mapping[str, Any], secret_keys: list[str] | None) -> tuple[dict[str, Any], list[str], list[str]]:

@@ -40,6 +40,7 @@ def test_plan_json_carries_the_same_data(capsys: pytest.CaptureFixture[str]) -> 
         "resinfra:sites:AzureSite",
         "resinfra:sites:HetznerSite",
         "resinfra:sites:ProxmoxSite",
+        "resinfra:tooling:ToolingVm",
     }
     assert report["resourceCount"] == sum(c["resourceCount"] for c in report["components"])
     assert sum(report["countsByType"].values()) == report["resourceCount"]

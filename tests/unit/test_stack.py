@@ -98,14 +98,15 @@ def test_each_site_declares_its_resources(shaped: tuple[tuple[str, ...], Offline
             expected["hcloud:index/networkRoute:NetworkRoute"] = len(providers) - 1
             expected = {k: v for k, v in expected.items() if v}
         assert dict(Counter(r.type for r in site_resources(run, provider))) == expected
-    assert {r.type for r in run.resources if r.type.startswith("resinfra:")} == {COMPONENT_TYPES[p] for p in providers}
+    assert {r.type for r in run.resources if r.type.startswith("resinfra:sites:")} == {COMPONENT_TYPES[p] for p in providers}
 
 
 def test_every_resource_is_parented_under_a_site_component(shaped: tuple[tuple[str, ...], OfflineRun]) -> None:
     _, run = shaped
     for r in run.resources:
         if r.custom:
-            assert any(t.startswith("resinfra:sites:") for t in run.ancestor_types(r)), f"{r.urn} is not under a site component"
+            owners = ("resinfra:sites:", "resinfra:tooling:")
+            assert any(t.startswith(owners) for t in run.ancestor_types(r)), f"{r.urn} is not under a site or the tooling component"
             if not r.type.startswith("pulumi:providers:"):
                 # Explicit per-site providers only: a default provider would read ambient credentials.
                 assert "pulumi:providers:" in r.provider and "::default" not in r.provider, f"{r.urn} uses provider {r.provider!r}"
@@ -243,7 +244,7 @@ def test_every_vm_boots_the_rendered_cloud_init(offline_runs: dict[str, OfflineR
 def test_cloud_init_contents(offline_runs: dict[str, OfflineRun]) -> None:
     run = offline_runs["all-four"]
     key = dev_config()["resinfra:sshPublicKey"]
-    for f in run.files:
+    for f in (f for f in run.files if f.purpose == "cloud-init"):
         doc = yaml.safe_load(f.content)
         machine = next(m for m in run.outputs["inventory"] if m["name"] == f.machine)
         assert f.content.startswith("#cloud-config\n")
@@ -318,7 +319,10 @@ def test_tooling_vm_static_address_on_gcp(offline_runs: dict[str, OfflineRun]) -
     address = run.by_name("ri-dev-gcp-tooling-ip")
     vm = run.by_name("ri-dev-gcp-tooling")
     assert vm.inputs["networkInterfaces"][0]["accessConfigs"][0]["natIp"] == address.outputs["address"]
-    assert run.outputs["tooling"] == {"name": "ri-dev-gcp-tooling", "site": "gcp", "privateIp": "10.10.16.5", "publicIp": address.outputs["address"]}
+    tooling = dict(run.outputs["tooling"])
+    tunnel = tooling.pop("sshTunnel")
+    assert tooling == {"name": "ri-dev-gcp-tooling", "site": "gcp", "privateIp": "10.10.16.5", "publicIp": address.outputs["address"]}
+    assert tunnel.endswith(f"resinfra@{address.outputs['address']}") and "-L 3000:10.10.16.5:3000" in tunnel
 
 
 def test_adding_a_site_changes_no_other_site(offline_runs: dict[str, OfflineRun]) -> None:
