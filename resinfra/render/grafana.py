@@ -81,7 +81,7 @@ def render_dashboard_provider(layout: ToolingLayout) -> str:
 
 def query(expr: str, legend: str | None = None, instant: bool = False) -> gprom.Dataquery:
     """A Prometheus query on the provisioned datasource."""
-    q = gprom.Dataquery().expr(expr).datasource(DATASOURCE)
+    q = gprom.Dataquery().expr(expr).datasource(DATASOURCE).ref_id("A")
     if legend is not None:
         q = q.legend_format(legend)
     if instant:
@@ -271,7 +271,11 @@ DASHBOARDS: dict[str, Callable[[MonitoringPlan], gdash.Dashboard]] = {
 
 
 def dashboard_json(builder: cogbuilder.Builder[gmodel.Dashboard]) -> str:
-    return json.dumps(builder.build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+    """The dashboard as provisioning JSON, its panels numbered in order (stable ids keep links working)."""
+    board = builder.build()
+    for number, panel in enumerate(board.panels or [], start=1):
+        panel.id_val = number
+    return json.dumps(board, cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
 
 
 def render_dashboards(plan: MonitoringPlan) -> dict[str, str]:

@@ -83,6 +83,7 @@ class ToolingLayout:
     prometheus_data_dir: str = "/var/lib/prometheus/metrics2"
     alertmanager_data_dir: str = "/var/lib/prometheus/alertmanager"
     grafana_dir: str = "/etc/grafana"
+    systemd_dir: str = "/etc/systemd/system"
     service_user: str = "prometheus"
     """User of Prometheus, Alertmanager and blackbox_exporter (the Debian packages' user)."""
     grafana_user: str = "grafana"

@@ -44,7 +44,6 @@ GRAFANA_APT = AptSource(
 )
 TOOLING_PACKAGES = ("prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter", "grafana")
 PROBER_PACKAGES = ("prometheus-blackbox-exporter",)
-SYSTEMD_DIR = "/etc/systemd/system"
 TOOLING_UNITS = (PROMETHEUS_UNIT, ALERTMANAGER_UNIT, BLACKBOX_UNIT, GRAFANA_UNIT)
 
 
@@ -84,7 +83,7 @@ def prober_boot(private_ip: str, timings: AlertTimings) -> BootExtras:
         packages=PROBER_PACKAGES,
         files=(
             WriteFile(layout.blackbox_config, render_blackbox_config(timings), defer=True),
-            WriteFile(f"{SYSTEMD_DIR}/{BLACKBOX_UNIT}", render_unit(blackbox_service(layout)), defer=True),
+            WriteFile(f"{layout.systemd_dir}/{BLACKBOX_UNIT}", render_unit(blackbox_service(layout)), defer=True),
         ),
         commands=(("systemctl", "daemon-reload"), ("systemctl", "restart", BLACKBOX_UNIT)),
     )
@@ -133,7 +132,7 @@ def config_push(plan: MonitoringPlan) -> PushSet:
         FileToPush(layout.prometheus_config, render_prometheus_config(plan)),
         FileToPush(layout.rules_file, render_rules(plan)),
         FileToPush(layout.blackbox_config, render_blackbox_config(plan.timings)),
-        *(FileToPush(f"{SYSTEMD_DIR}/{s.unit}", render_unit(s)) for s in tooling_services(layout)),
+        *(FileToPush(f"{layout.systemd_dir}/{s.unit}", render_unit(s)) for s in tooling_services(layout)),
         FileToPush(layout.grafana_ini, render_grafana_ini(layout), "0640", f"root:{layout.grafana_user}"),
         FileToPush(layout.grafana_datasources_file, render_datasources(layout), "0640", f"root:{layout.grafana_user}"),
         FileToPush(layout.grafana_dashboard_provider_file, render_dashboard_provider(layout), "0640", f"root:{layout.grafana_user}"),
