@@ -24,9 +24,13 @@ def alertmanager_config(plan: MonitoringPlan, notification_url: str | None) -> d
         "group_wait": seconds(t.healer_group_wait),
         "group_interval": seconds(t.healer_group_interval),
         "repeat_interval": seconds(t.healer_repeat_interval),
-        # Humans hear about the same alerts through the routes below.
+        # Go on matching: humans hear about the same alerts through the route below.
         "continue": True,
     }
+    routes: list[dict[str, Any]] = [healer_route]
+    if notification_url:
+        # A matched child route hides the root's receiver, so notifications need their own route.
+        routes.append({"receiver": NOTIFY_RECEIVER})
     receivers: list[dict[str, Any]] = [
         {
             "name": HEALER_RECEIVER,
@@ -50,7 +54,7 @@ def alertmanager_config(plan: MonitoringPlan, notification_url: str | None) -> d
             "group_wait": seconds(t.notify_group_wait),
             "group_interval": seconds(t.notify_group_interval),
             "repeat_interval": seconds(t.notify_repeat_interval),
-            "routes": [healer_route],
+            "routes": routes,
         },
         # No inhibit rules: NodeDown is already held back at the rule for a site that is
         # unreachable, and an inhibition would also swallow the healer's "resolved" for a

@@ -98,6 +98,8 @@ BAD_CONFIGS: list[tuple[str, Mutation, str, str]] = [
     ("egress-not-a-number", set_key("resinfra:cost", {"egressGbPerMonth": "lots"}), "resinfra:cost.egressGbPerMonth", "not a number"),
     ("egress-beyond-plausible", set_key("resinfra:cost", {"egressGbPerMonth": 5_000_000}), "resinfra:cost.egressGbPerMonth", "from 0 to"),
     ("cost-typo", set_key("resinfra:cost", {"egressGb": 10}), "resinfra:cost.egressGb", "did you mean 'egressGbPerMonth'"),
+    ("notification-url-not-a-url", set_key("resinfra:notificationWebhookUrl", "hooks.example.org/x"), "resinfra:notificationWebhookUrl", "--secret"),
+    ("latency-threshold-zero", set_key("resinfra:tooling", {"latencyThresholdMs": 0}), "resinfra:tooling.latencyThresholdMs", "greater than or equal to 1"),
 ]
 
 
