@@ -46,7 +46,7 @@ class PushedFile:
     purpose: str
     path: str
     content: pulumi.Output[str]
-    secret: bool
+    """Secret when the file holds one (``resinfra render`` then writes it mode 0600)."""
 
 
 class ToolingVm(pulumi.ComponentResource):
@@ -82,13 +82,11 @@ class ToolingVm(pulumi.ComponentResource):
         )
         # Paths and commands of the secrets push do not depend on the secrets' values.
         secrets_shape = secrets_push(plan, "", "", None)
-        self.files = [
-            PushedFile(secrets_shape.purpose, f.path, secrets.apply(lambda s, i=i: s.files[i].content), secret=True) for i, f in enumerate(secrets_shape.files)
-        ]
+        self.files = [PushedFile(secrets_shape.purpose, f.path, secrets.apply(lambda s, i=i: s.files[i].content)) for i, f in enumerate(secrets_shape.files)]
         push_sets: list[tuple[PushSet, pulumi.Input[Sequence[FileToPush]]]] = [(secrets_shape, secrets.apply(lambda s: list(s.files)))]
         for plain in (targets_push(plan), config_push(plan)):
             push_sets.append((plain, list(plain.files)))
-            self.files += [PushedFile(plain.purpose, f.path, pulumi.Output.from_input(f.content), secret=False) for f in plain.files]
+            self.files += [PushedFile(plain.purpose, f.path, pulumi.Output.from_input(f.content)) for f in plain.files]
 
         # In order: secrets before the services start, targets, then configs (whose push starts them).
         self.pushes = {}

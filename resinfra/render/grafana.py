@@ -123,8 +123,8 @@ def nodes_dashboard(plan: MonitoringPlan) -> gdash.Dashboard:
         .include_all(True)
         .current(gmodel.VariableOption(selected=True, text="All", value="$__all"))
     )
-    percent = 0.0, 1.0
-    return (
+    percent = "percentunit"
+    board = (
         _base("resinfra / Nodes", "resinfra-nodes", "Every machine of every site, from the stack's inventory.")
         .with_variable(site_variable)
         .with_row(gdash.Row("Site $site").repeat("site"))
@@ -137,53 +137,18 @@ def nodes_dashboard(plan: MonitoringPlan) -> gdash.Dashboard:
             .height(4)
             .span(24)
         )
-        .with_panel(
-            timeseries.Panel()
-            .title("CPU busy")
-            .unit("percentunit")
-            .min(percent[0])
-            .max(percent[1])
-            .with_target(query(f'1 - avg by (node) (rate(node_cpu_seconds_total{{{sel}, mode="idle"}}[$__rate_interval]))', "{{node}}"))
-            .height(8)
-            .span(8)
-        )
-        .with_panel(
-            timeseries.Panel()
-            .title("Memory used")
-            .unit("percentunit")
-            .min(percent[0])
-            .max(percent[1])
-            .with_target(query(f"1 - node_memory_MemAvailable_bytes{{{sel}}} / node_memory_MemTotal_bytes{{{sel}}}", "{{node}}"))
-            .height(8)
-            .span(8)
-        )
-        .with_panel(
-            timeseries.Panel()
-            .title("Root filesystem free")
-            .unit("percentunit")
-            .min(percent[0])
-            .max(percent[1])
-            .with_target(query(f'node_filesystem_avail_bytes{{{sel}, mountpoint="/"}} / node_filesystem_size_bytes{{{sel}, mountpoint="/"}}', "{{node}}"))
-            .height(8)
-            .span(8)
-        )
-        .with_panel(
-            timeseries.Panel()
-            .title("Network received")
-            .unit("Bps")
-            .with_target(query(f'sum by (node) (rate(node_network_receive_bytes_total{{{sel}, device!="lo"}}[$__rate_interval]))', "{{node}}"))
-            .height(8)
-            .span(12)
-        )
-        .with_panel(
-            timeseries.Panel()
-            .title("Network sent")
-            .unit("Bps")
-            .with_target(query(f'sum by (node) (rate(node_network_transmit_bytes_total{{{sel}, device!="lo"}}[$__rate_interval]))', "{{node}}"))
-            .height(8)
-            .span(12)
-        )
     )
+    per_node = [
+        ("CPU busy", percent, f'1 - avg by (node) (rate(node_cpu_seconds_total{{{sel}, mode="idle"}}[$__rate_interval]))', 8),
+        ("Memory used", percent, f"1 - node_memory_MemAvailable_bytes{{{sel}}} / node_memory_MemTotal_bytes{{{sel}}}", 8),
+        ("Root filesystem free", percent, f'node_filesystem_avail_bytes{{{sel}, mountpoint="/"}} / node_filesystem_size_bytes{{{sel}, mountpoint="/"}}', 8),
+        ("Network received", "Bps", f'sum by (node) (rate(node_network_receive_bytes_total{{{sel}, device!="lo"}}[$__rate_interval]))', 12),
+        ("Network sent", "Bps", f'sum by (node) (rate(node_network_transmit_bytes_total{{{sel}, device!="lo"}}[$__rate_interval]))', 12),
+    ]
+    for title, unit, expr, width in per_node:
+        panel = timeseries.Panel().title(title).unit(unit).with_target(query(expr, "{{node}}")).height(8).span(width)
+        board = board.with_panel(panel.min(0).max(1) if unit == percent else panel)
+    return board
 
 
 def _latency_thresholds(plan: MonitoringPlan) -> gdash.ThresholdsConfig:
