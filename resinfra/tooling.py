@@ -103,4 +103,10 @@ class ToolingVm(pulumi.ComponentResource):
             )
             self.pushes[push_set.purpose] = command
             previous = [command]
-        self.register_outputs({"pushes": {purpose: command.id for purpose, command in self.pushes.items()}})
+        self.register_outputs(
+            {
+                "healerToken": self.healer_token,
+                "grafanaAdminPassword": self.grafana_admin_password,
+                "pushes": {purpose: command.id for purpose, command in self.pushes.items()},
+            }
+        )

@@ -327,11 +327,6 @@ def monitoring_plan(
     )
 
 
-def probers_needing_blackbox(plan: MonitoringPlan) -> list[Prober]:
-    """Probers other than the resinfra VM: they install blackbox_exporter at boot."""
-    return [p for p in plan.probers if p.node != plan.tooling_node]
-
-
 PROBER_WORKER_INDEX = 1
 """Sites without the resinfra VM probe the others from their first worker."""
 

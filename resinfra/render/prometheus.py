@@ -90,7 +90,7 @@ SITE_NODES_UP = "site:resinfra_nodes_up:max"
 SITE_TUNNEL_UP = "site:resinfra_tunnel_probe_success:max"
 
 
-def site_dark_expr(plan: MonitoringPlan) -> str:
+def site_dark_expr() -> str:
     """PromQL: sites the resinfra VM cannot reach (every node down, or no probe target answering)."""
     return f"{SITE_NODES_UP} == 0\nor on (site)\n{SITE_TUNNEL_UP} == 0"
 
@@ -99,7 +99,7 @@ def alert_rules(plan: MonitoringPlan) -> dict[str, Any]:
     """The rule groups as data (see :func:`render_rules`)."""
     t, th = plan.timings, plan.thresholds
     node, mesh = Job.NODE.value, Job.MESH.value
-    site_dark = site_dark_expr(plan)
+    site_dark = site_dark_expr()
     indented_site_dark = site_dark.replace("\n", "\n  ")
     return {
         "groups": [

@@ -142,7 +142,12 @@ def config_push(plan: MonitoringPlan) -> PushSet:
     return PushSet(
         purpose="config",
         files=tuple(files),
-        before=(WAIT_FOR_CLOUD_INIT, *_readable_dirs(layout)),
+        before=(
+            WAIT_FOR_CLOUD_INIT,
+            *_readable_dirs(layout),
+            # The units may write only here (ProtectSystem=strict); make sure both exist.
+            *_dirs(*((d, "0750", f"{layout.service_user}:{layout.service_user}") for d in (layout.prometheus_data_dir, layout.alertmanager_data_dir))),
+        ),
         then=("systemctl daemon-reload", f"systemctl enable {units}", f"systemctl restart {units}"),
     )
 

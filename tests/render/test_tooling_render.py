@@ -22,8 +22,9 @@ from resinfra.offline import OfflineRun
 from resinfra.render import grafana
 from resinfra.render.alertmanager import render_alertmanager_config
 from resinfra.render.blackbox import render_blackbox_config
-from resinfra.render.monitoring import AlertTimings, Endpoint, MonitoringPlan, ToolingLayout, monitoring_plan, ssh_tunnel_command
+from resinfra.render.monitoring import AlertTimings, Endpoint, InventoryNode, MonitoringPlan, ToolingLayout, monitoring_plan, ssh_tunnel_command
 from resinfra.render.prometheus import render_mesh_file_sd, render_nodes_file_sd
+from resinfra.render.push_script import render_push_script
 from resinfra.render.tooling_files import config_push, prober_boot, secrets_push, targets_push
 from resinfra.render.tooling_units import blackbox_service, render_unit, tooling_services
 from tests.conftest import STACK_SHAPES, require_tool
@@ -258,8 +259,6 @@ def test_a_replaced_node_with_a_new_address_is_scraped_there(offline_runs: dict[
         (m["name"], m["site"], m["provider"], Role(m["role"]), "10.10.16.99" if m["name"] == "ri-dev-gcp-worker-2" else m["privateIp"])
         for m in run.outputs["inventory"]
     ]
-    from resinfra.render.monitoring import InventoryNode
-
     moved = monitoring_plan([InventoryNode(*m) for m in inventory], {"hetzner": "10.10.48.4", "proxmox": "10.10.64.4"}, plan.layout)
     before, after = render_nodes_file_sd(plan), render_nodes_file_sd(moved)
     assert "10.10.16.11:9100" in before and "10.10.16.99:9100" in after and "10.10.16.11:9100" not in after
@@ -299,3 +298,12 @@ def test_rendering_is_deterministic(offline_runs: dict[str, OfflineRun]) -> None
     first = [f.content for p in (config_push(plan), targets_push(plan)) for f in p.files]
     second = [f.content for p in (config_push(plan), targets_push(plan)) for f in p.files]
     assert first == second
+
+
+def test_push_scripts_pass_shellcheck(offline_runs: dict[str, OfflineRun], tmp_path: Path) -> None:
+    plan = plan_of(offline_runs["all-four"])
+    for push in (secrets_push(plan, "token", "password", NOTIFY_URL), targets_push(plan), config_push(plan)):
+        script = tmp_path / f"{push.purpose}.sh"
+        script.write_text(render_push_script(list(push.files), push.then, push.before))
+        result = check("shellcheck", "-s", "bash", str(script))
+        assert result.returncode == 0, f"{push.purpose}: {result.stdout}"
