@@ -58,7 +58,8 @@ class AptSource:
     source: str
     """One-line apt source; ``$KEY_FILE`` is replaced with the key's path (``signed-by``)."""
     key_fingerprint: str
-    keyserver: str = "keyserver.ubuntu.com"
+    keyserver: str = "hkp://keyserver.ubuntu.com:80"
+    """Port 80: egress filters that pass HTTP but not HKP's 11371 do not break the boot."""
 
 
 @dataclass(frozen=True)
