@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from resinfra import config, cost
-from resinfra.offline import OFFLINE_SECRET_PLACEHOLDER, OfflineRun, run_offline, with_secret_placeholders
+from resinfra.offline import OfflineRun, placeholder_for, run_offline, with_secret_placeholders
 
 EXIT_BAD_CONFIG = 2
 
@@ -61,7 +61,7 @@ def read_stack_config(path: Path) -> tuple[dict[str, Any], list[str]]:
     for key, value in list(values.items()):
         if isinstance(value, dict) and set(value) == {"secure"}:
             # Never decrypted offline: the run gets a placeholder.
-            values[key] = OFFLINE_SECRET_PLACEHOLDER
+            values[key] = placeholder_for(key)
             secret_keys.append(key)
     return values, secret_keys
 

@@ -32,6 +32,10 @@ NAMESPACE = "resinfra"
 SECRET_KEYS = frozenset({"sshPrivateKey"})
 """Secret ``resinfra:*`` keys: never part of the validated model (so never in a message or
 repr); the program reads them as Pulumi secrets. Each must be present."""
+OPTIONAL_SECRET_KEYS = frozenset({"notificationWebhookUrl"})
+"""Secret ``resinfra:*`` keys that may be absent; handled like :data:`SECRET_KEYS` otherwise."""
+URL_SECRET_KEYS = frozenset({"notificationWebhookUrl"})
+"""Secret keys whose value must be an http(s) URL (checked without ever echoing the value)."""
 
 MIN_WORKERS = 1
 MAX_WORKERS = 100
@@ -206,6 +210,8 @@ class ToolingConfig(_Model):
     size: str | None = None
     """Provider-specific size (GCP machine type, Azure VM size, Hetzner server type);
     the site's worker size when unset. On Proxmox the site's cores and memory apply."""
+    latency_threshold_ms: int = Field(default=250, ge=1, le=10_000)
+    """Round trip between two sites above which CrossSiteLatencyHigh fires."""
 
 
 MAX_EGRESS_GB_PER_MONTH = 1_000_000
@@ -608,7 +614,7 @@ def parse_config_values(values: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     prefix = NAMESPACE + ":"
     for key, value in values.items():
-        if not key.startswith(prefix) or key[len(prefix) :] in SECRET_KEYS:
+        if not key.startswith(prefix) or key[len(prefix) :] in SECRET_KEYS | OPTIONAL_SECRET_KEYS:
             continue
         if isinstance(value, str) and value[:1] in "[{":
             # Left as text when it is not JSON: the model then reports the wrong type against the key.
@@ -621,6 +627,11 @@ def parse_config_values(values: Mapping[str, Any]) -> dict[str, Any]:
 _STACK_ADAPTER = TypeAdapter(StackConfig)
 
 
+def _is_http_url(value: str) -> bool:
+    """Whether ``value`` looks like an http(s) URL with a host."""
+    return re.match(r"^https?://[^/\s]+(/\S*)?$", value.strip()) is not None
+
+
 def load(values: Mapping[str, Any]) -> StackConfig:
     """Validate ``resinfra:*`` config and return it, or raise :class:`ConfigError`.
 
@@ -631,7 +642,7 @@ def load(values: Mapping[str, Any]) -> StackConfig:
         load({"resinfra:prefix": "ri-dev", ...})  # -> StackConfig
     """
     raw = parse_config_values(values)
-    missing_secrets = [
+    secret_problems = [
         Problem(
             key_path([key]),
             "missing",
@@ -640,11 +651,20 @@ def load(values: Mapping[str, Any]) -> StackConfig:
         for key in sorted(SECRET_KEYS)
         if not values.get(f"{NAMESPACE}:{key}")
     ]
+    secret_problems += [
+        Problem(
+            key_path([key]),
+            "is not an http(s) URL (the value is a secret and is not shown)",
+            f"run: pulumi config set --secret {key_path([key])} https://...",
+        )
+        for key in sorted(URL_SECRET_KEYS)
+        if values.get(f"{NAMESPACE}:{key}") and not _is_http_url(str(values[f"{NAMESPACE}:{key}"]))
+    ]
     try:
         cfg = _STACK_ADAPTER.validate_python(raw, by_alias=True, by_name=False)
     except ValidationError as exc:
-        raise ConfigError([*missing_secrets, *(_problem_from_pydantic(e, raw) for e in exc.errors())]) from None
-    problems = missing_secrets + check_stack(cfg)
+        raise ConfigError([*secret_problems, *(_problem_from_pydantic(e, raw) for e in exc.errors())]) from None
+    problems = secret_problems + check_stack(cfg)
     if problems:
         raise ConfigError(problems)
     return cfg

@@ -24,8 +24,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from resinfra.addressing import Role, plan_site
+from resinfra.addressing import GATEWAY_VM_PROVIDERS, Role, plan_site
 from resinfra.config import AzureSite, GcpSite, HetznerSite, Provider, ProxmoxSite, Site, StackConfig
+from resinfra.mesh.plan import gateway_kind, link_kind, tunnel_count
 
 PRICE_TABLE = Path(__file__).with_name("prices.yaml")
 GCP_BOOT_DISK_GB = 20
@@ -202,10 +203,17 @@ def gateway_interfaces(site: Site) -> int:
 
 
 def tunnels_per_pair(a: Site, b: Site) -> int:
-    """Tunnels between two sites: one per endpoint of the side with more endpoints (each of
-    its interfaces gets a tunnel to the peer), the HA shape GCP and Azure document. If the
-    mesh builds a different number per pair, change it here: the estimate follows."""
-    return max(gateway_interfaces(a), gateway_interfaces(b))
+    """Tunnels between two sites: exactly what the mesh builds (``mesh.plan.tunnel_count``)."""
+    kind = link_kind(gateway_kind(Provider(a.provider)), gateway_kind(Provider(b.provider)))
+    return tunnel_count(kind, a, b)
+
+
+def classic_vpn_gateways(cfg: StackConfig, site: Site) -> int:
+    """1 when a GCP site also runs a Classic VPN gateway (for its statically routed links
+    to strongSwan sites): that gateway holds a reserved external address."""
+    if not isinstance(site, GcpSite):
+        return 0
+    return int(any(Provider(other.provider) in GATEWAY_VM_PROVIDERS for other in cfg.sites))
 
 
 def site_tunnels(cfg: StackConfig, site: Site) -> int:
@@ -238,7 +246,7 @@ def public_addresses(cfg: StackConfig, site: Site) -> int:
     machines = len(plan_site(cfg, site).machines)
     if isinstance(site, AzureSite):
         return machines + gateway_interfaces(site)
-    return machines
+    return machines + classic_vpn_gateways(cfg, site)
 
 
 # ---------------------------------------------------------------------------
@@ -293,7 +301,8 @@ def site_cost(cfg: StackConfig, site: Site, table: PriceTable) -> SiteCost:
 
     tunnels = site_tunnels(cfg, site)
     if isinstance(site, GcpSite):
-        add(Category.TUNNELS, "HA VPN tunnels", "vpn-tunnel", "ha-vpn", tunnels)
+        # HA VPN (to Azure) and Classic VPN (to strongSwan) tunnels are billed alike per tunnel-hour.
+        add(Category.TUNNELS, "VPN tunnels (HA and Classic VPN)", "vpn-tunnel", "ha-vpn", tunnels)
     if isinstance(site, AzureSite):
         included = _allowance(table, provider, "vpn-tunnel-included", "s2s", region)
         add(Category.TUNNELS, f"S2S tunnels beyond {included:g} included ({tunnels} in all)", "vpn-tunnel", "s2s", max(0, tunnels - included))

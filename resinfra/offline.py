@@ -285,6 +285,14 @@ def config_values(raw: Mapping[str, Any]) -> dict[str, str]:
 
 OFFLINE_SECRET_PLACEHOLDER = "offline-placeholder-secret"
 """Stands in for secret config the offline run does not have (or must not decrypt)."""
+OFFLINE_URL_PLACEHOLDER = "https://offline-placeholder.invalid/webhook"
+"""Stands in for a secret URL (``.invalid`` never resolves)."""
+
+
+def placeholder_for(key: str) -> str:
+    """The stand-in for the secret config ``key`` (a URL where the key must hold one)."""
+    name = key.removeprefix(f"{config.NAMESPACE}:")
+    return OFFLINE_URL_PLACEHOLDER if key.startswith(f"{config.NAMESPACE}:") and name in config.URL_SECRET_KEYS else OFFLINE_SECRET_PLACEHOLDER
 
 
 def with_secret_placeholders(values: Mapping[str, Any], secret_keys: list[str] | None) -> tuple[dict[str, Any], list[str], list[str]]:

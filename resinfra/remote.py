@@ -51,6 +51,7 @@ def push_files(
     then: Sequence[str],
     access: SshAccess,
     opts: pulumi.ResourceOptions,
+    before: Sequence[str] = (),
 ) -> remote.Command:
     """Install ``files`` on ``node`` and run ``then`` (e.g. ``swanctl --load-all``).
 
@@ -59,8 +60,9 @@ def push_files(
     + files: the files, possibly an Output (contents holding secrets stay secret)
     + then: commands run after the files are in place
     + access: SSH user, private key (secret) and which address to use
+    + before: commands run before any file is written (e.g. wait for first boot)
     """
-    script = pulumi.Output.from_input(files).apply(lambda fs: render_push_script(list(fs), then))
+    script = pulumi.Output.from_input(files).apply(lambda fs: render_push_script(list(fs), then, before))
     host = node.public_ip if access.via is PushVia.PUBLIC else pulumi.Output.from_input(node.private_ip)
     return remote.Command(
         name,

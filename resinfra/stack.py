@@ -18,8 +18,11 @@ from resinfra.mesh.component import IpsecMesh, IpsecMeshArgs
 from resinfra.mesh.plan import LinkPlan, azure_bgp_addresses, plan_links
 from resinfra.naming import stem
 from resinfra.remote import PushVia, SshAccess
+from resinfra.render import monitoring
 from resinfra.render.cloud_init import CloudInitSpec, Route, render_cloud_init
-from resinfra.sites.base import SiteComponent
+from resinfra.render.tooling_files import BootExtras, prober_boot, tooling_boot
+from resinfra.sites.base import Node, SiteComponent
+from resinfra.tooling import ToolingVm, ToolingVmArgs
 
 LABEL_KEYS = ("resinfra-stack", "resinfra-site")
 ROLE_LABEL_KEY = "resinfra-role"
@@ -48,6 +51,13 @@ class StackResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     files: list[RenderedFile] = field(default_factory=list)
     mesh: IpsecMesh | None = None
+    tooling: ToolingVm | None = None
+    """What runs on the resinfra VM (None until the sites are built)."""
+
+    @property
+    def tooling_node(self) -> Node:
+        """The resinfra VM's machine."""
+        return next(n for c in self.sites for n in c.nodes if n.role is Role.TOOLING)
 
 
 def site_labels(stack: str, site: str) -> dict[str, str]:
@@ -63,6 +73,11 @@ def boot_spec(cfg: StackConfig, site: Site, plan: SiteAddresses, machine: addres
         # sites' traffic to the gateway VM themselves.
         assert plan.gateway_vm is not None
         routes = (Route(cfg.supernet, str(plan.gateway_vm.private_ip)),)
+    extras = BootExtras()
+    if machine.role is Role.TOOLING:
+        extras = tooling_boot()
+    elif machine.role is Role.WORKER and machine.index == monitoring.PROBER_WORKER_INDEX and site.name != cfg.tooling_site:
+        extras = prober_boot(str(machine.private_ip), monitoring.AlertTimings())
     return CloudInitSpec(
         hostname=machine.name,
         role=machine.role,
@@ -70,6 +85,10 @@ def boot_spec(cfg: StackConfig, site: Site, plan: SiteAddresses, machine: addres
         ssh_public_key=cfg.ssh_public_key,
         private_ip=str(machine.private_ip),
         routes=routes,
+        extra_files=extras.files,
+        extra_packages=extras.packages,
+        extra_commands=extras.commands,
+        apt_sources=extras.apt_sources,
     )
 
 
@@ -120,6 +139,8 @@ def build(cfg: StackConfig) -> StackResult:
         result.files += [RenderedFile(name, "cloud-init", "user-data.yaml", text) for name, text in user_data.items()]
         result.sites.append(_site_component(cfg, site, site_plan, user_data, stack_name, links))
     result.mesh = _mesh(cfg, links, result) if links else None
+    result.tooling = _tooling_component(cfg, result)
+    result.files += [RenderedFile(result.tooling_node.name, f.purpose, f.path.lstrip("/"), f.content) for f in result.tooling.files]
     result.outputs = stack_outputs(result)
     return result
 
@@ -134,6 +155,31 @@ def _mesh(cfg: StackConfig, links: list[LinkPlan], result: StackResult) -> Ipsec
     # Managed gateways are no machines: their descriptions go in a folder named after the gateway.
     result.files += [RenderedFile(f"{stem(cfg.prefix, m.site)}-vpn-gw", "managed-ipsec", f"{m.link}.json", m.content) for m in mesh.managed_ends]
     return mesh
+
+
+def monitoring_plan(cfg: StackConfig, sites: list[SiteComponent]) -> monitoring.MonitoringPlan:
+    """What the resinfra VM monitors: every machine the site components created (the inventory)."""
+    nodes = [monitoring.InventoryNode(n.name, n.site, n.provider.value, n.role, n.private_ip) for c in sites for n in c.nodes]
+    (tooling,) = [n for n in nodes if n.role is Role.TOOLING]
+    return monitoring.monitoring_plan(
+        nodes,
+        {c.site_name: c.gateway.inner_ip for c in sites},
+        monitoring.ToolingLayout(grafana=monitoring.Endpoint(tooling.private_ip, monitoring.GRAFANA_PORT)),
+        thresholds=monitoring.Thresholds(latency_seconds=cfg.tooling.latency_threshold_ms / 1000),
+    )
+
+
+def _tooling_component(cfg: StackConfig, result: StackResult) -> ToolingVm:
+    plan = monitoring_plan(cfg, result.sites)
+    return ToolingVm(
+        f"{result.tooling_node.name}-services",
+        ToolingVmArgs(
+            node=result.tooling_node,
+            monitoring=plan,
+            ssh=result.ssh,
+            notification_webhook_url=pulumi.Config(config.NAMESPACE).get_secret("notificationWebhookUrl"),
+        ),
+    )
 
 
 def stack_outputs(result: StackResult) -> dict[str, Any]:
@@ -166,10 +212,16 @@ def stack_outputs(result: StackResult) -> dict[str, Any]:
             for n in component.nodes
         ]
     tooling = next(n for n in inventory if n["role"] == Role.TOOLING.value)
+    layout = monitoring_plan(result.config, result.sites).layout
+    user = result.config.admin_user
     return {
         "sites": sites,
         "inventory": inventory,
-        "tooling": {k: tooling[k] for k in ("name", "site", "privateIp", "publicIp")},
+        "tooling": {
+            **{k: tooling[k] for k in ("name", "site", "privateIp", "publicIp")},
+            # Prometheus, Alertmanager and Grafana are reached only through this tunnel (or across the mesh).
+            "sshTunnel": pulumi.Output.from_input(tooling["publicIp"]).apply(lambda ip: monitoring.ssh_tunnel_command(layout, user, ip)),
+        },
         # Per link: kind, routing, crypto and each end's public addresses; never a PSK.
         "tunnels": result.mesh.link_outputs if result.mesh else [],
     }

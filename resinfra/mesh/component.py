@@ -19,7 +19,7 @@ from resinfra.mesh.plan import LinkPlan, Routing
 from resinfra.mesh.strongswan import ResolvedTunnel, swan_connections
 from resinfra.naming import mesh_name, stem
 from resinfra.remote import SshAccess, push_files
-from resinfra.render.push_script import FileToPush
+from resinfra.render.push_script import WAIT_FOR_CLOUD_INIT, FileToPush
 from resinfra.render.swanctl import SWANCTL_PATH, render_swanctl
 from resinfra.sites.base import GatewayKind, SiteComponent
 
@@ -143,6 +143,8 @@ class IpsecMesh(pulumi.ComponentResource):
                 RELOAD_COMMANDS,
                 args.ssh,
                 pulumi.ResourceOptions(parent=self, provider=command_provider),
+                # strongSwan comes with the gateway's cloud-init packages: wait for them.
+                before=[WAIT_FOR_CLOUD_INIT],
             )
 
         self.register_outputs({"links": self.link_outputs})

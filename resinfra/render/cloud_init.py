@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from resinfra.addressing import Role
 from resinfra.render.jinja import render_template
+from resinfra.render.yamltext import dump_yaml
 
 NODE_EXPORTER_PORT = 9100
 ROUTES_UNIT = "resinfra-routes.service"
@@ -47,6 +46,23 @@ class WriteFile:
 
 
 @dataclass(frozen=True)
+class AptSource:
+    """An extra apt repository, its signing key fetched by full fingerprint at boot.
+
+    By fingerprint rather than an embedded key: the keyserver hands out the key's current
+    self-signatures, so a vendor extending its key's expiry needs no change here, and gpg
+    refuses a key whose fingerprint differs.
+    """
+
+    name: str
+    source: str
+    """One-line apt source; ``$KEY_FILE`` is replaced with the key's path (``signed-by``)."""
+    key_fingerprint: str
+    keyserver: str = "hkp://keyserver.ubuntu.com:80"
+    """Port 80: egress filters that pass HTTP but not HKP's 11371 do not break the boot."""
+
+
+@dataclass(frozen=True)
 class CloudInitSpec:
     """What a machine boots with."""
 
@@ -61,6 +77,8 @@ class CloudInitSpec:
     """Role-specific files from other renderers (mesh, tooling)."""
     extra_packages: tuple[str, ...] = ()
     extra_commands: tuple[tuple[str, ...], ...] = ()
+    apt_sources: tuple[AptSource, ...] = ()
+    """Repositories beyond the distribution's (Grafana's on the resinfra VM)."""
 
 
 def render_routes_unit(routes: tuple[Route, ...]) -> str:
@@ -110,7 +128,7 @@ def commands_for(spec: CloudInitSpec) -> list[list[str]]:
 
 def cloud_config(spec: CloudInitSpec) -> dict[str, Any]:
     """The user-data as data (before YAML)."""
-    return {
+    document: dict[str, Any] = {
         "hostname": spec.hostname,
         "preserve_hostname": False,
         "users": [
@@ -130,18 +148,9 @@ def cloud_config(spec: CloudInitSpec) -> dict[str, Any]:
         "write_files": [{"path": f.path, "content": f.content, "owner": "root:root", "permissions": f.permissions, "defer": f.defer} for f in files_for(spec)],
         "runcmd": commands_for(spec),
     }
-
-
-class _LiteralDumper(yaml.SafeDumper):
-    """Writes multi-line strings as ``|`` blocks so file contents stay readable in review."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_LiteralDumper.add_representer(str, _represent_str)
+    if spec.apt_sources:
+        document["apt"] = {"sources": {f"{s.name}.list": {"source": s.source, "keyid": s.key_fingerprint, "keyserver": s.keyserver} for s in spec.apt_sources}}
+    return document
 
 
 def render_cloud_init(spec: CloudInitSpec) -> str:
@@ -152,5 +161,5 @@ def render_cloud_init(spec: CloudInitSpec) -> str:
     Example: ``render_cloud_init(CloudInitSpec("ri-dev-gcp-worker-1", Role.WORKER, ...))``
     starts with ``#cloud-config``.
     """
-    body = yaml.dump(cloud_config(spec), Dumper=_LiteralDumper, sort_keys=False, default_flow_style=False, width=1000)
+    body = dump_yaml(cloud_config(spec))
     return "#cloud-config\n" + body

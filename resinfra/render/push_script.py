@@ -10,6 +10,10 @@ from dataclasses import dataclass
 
 MODE = re.compile(r"^0[0-7]{3}$")
 
+WAIT_FOR_CLOUD_INIT = "cloud-init status --wait >/dev/null || test $? -eq 2"
+"""Wait until first boot is done (packages, users, directories); 2 means done with
+recoverable warnings (cloud-init 23.4+), anything else fails the push."""
+
 
 @dataclass(frozen=True)
 class FileToPush:
@@ -21,8 +25,8 @@ class FileToPush:
     owner: str = "root:root"
 
 
-def render_push_script(files: Sequence[FileToPush], then: Sequence[str] = ()) -> str:
-    """A bash script that writes ``files`` atomically, then runs the ``then`` commands.
+def render_push_script(files: Sequence[FileToPush], then: Sequence[str] = (), before: Sequence[str] = ()) -> str:
+    """A bash script that runs the ``before`` commands, writes ``files`` atomically, then runs the ``then`` commands.
 
     Contents travel inside quoted here-documents, so nothing in them is expanded; each
     file is written to a temporary name and renamed, so a reader never sees half a file.
@@ -30,7 +34,7 @@ def render_push_script(files: Sequence[FileToPush], then: Sequence[str] = ()) ->
     Example: ``render_push_script([FileToPush("/etc/swanctl/conf.d/mesh.conf", text, "0600")],
     ["swanctl --load-all"])``.
     """
-    lines = ["#!/bin/bash", "# Rendered by resinfra: installs pushed configuration files.", "set -euo pipefail", "umask 077"]
+    lines = ["#!/bin/bash", "# Rendered by resinfra: installs pushed configuration files.", "set -euo pipefail", "umask 077", *before]
     for f in files:
         if not f.path.startswith("/") or not MODE.match(f.mode):
             raise ValueError(f"{f.path}: need an absolute path and an octal mode, got {f.mode!r}")

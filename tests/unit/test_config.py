@@ -110,6 +110,8 @@ BAD_CONFIGS: list[tuple[str, Mutation, str, str]] = [
         "resinfra:sites[0].name",
         "tunnel resource names",
     ),
+    ("notification-url-not-a-url", set_key("resinfra:notificationWebhookUrl", "hooks.example.org/x"), "resinfra:notificationWebhookUrl", "--secret"),
+    ("latency-threshold-zero", set_key("resinfra:tooling", {"latencyThresholdMs": 0}), "resinfra:tooling.latencyThresholdMs", "greater than or equal to 1"),
 ]
 
 

@@ -99,17 +99,26 @@ def test_an_entry_without_a_source_is_refused() -> None:
 # What the config implies
 
 
-def test_tunnels_per_pair_follow_the_gateway_endpoints() -> None:
+def test_tunnels_per_pair_are_the_meshs() -> None:
     cfg = config.load(dev_config())
     gcp, azure, hetzner, proxmox = cfg.sites
-    assert cost.tunnels_per_pair(gcp, hetzner) == 2
+    assert cost.tunnels_per_pair(gcp, hetzner) == 1
     assert cost.tunnels_per_pair(azure, hetzner) == 1
     assert cost.tunnels_per_pair(hetzner, proxmox) == 1
-    assert cost.tunnels_per_pair(gcp, azure) == 2
+    assert cost.tunnels_per_pair(gcp, azure) == 1
     active = azure.model_copy(update={"active_active": True})
-    assert cost.tunnels_per_pair(active, proxmox) == 2
-    assert cost.site_tunnels(cfg, gcp) == 6
-    assert cost.site_tunnels(cfg, azure) == 4
+    assert cost.tunnels_per_pair(gcp, active) == 2, "active-active Azure: two HA VPN tunnels"
+    assert cost.tunnels_per_pair(active, proxmox) == 1
+    assert cost.site_tunnels(cfg, gcp) == 3
+    assert cost.site_tunnels(cfg, azure) == 3
+
+
+def test_the_estimate_counts_the_tunnels_the_mesh_declares(offline_runs: dict[str, Any]) -> None:
+    """Cost and mesh agree: the estimate's tunnels are the declared ones."""
+    run = offline_runs["all-four"]
+    cfg = run.config
+    declared = sum(t["tunnels"] for t in run.outputs["tunnels"])
+    assert sum(cost.site_tunnels(cfg, s) for s in cfg.sites) == 2 * declared
 
 
 def test_the_gcp_boot_disk_size_matches_the_component() -> None:

@@ -48,10 +48,15 @@ def run(request: pytest.FixtureRequest, mesh_runs: dict[str, OfflineRun]) -> Off
 # -- reading both ends back from what was declared and rendered ---------------------------
 
 
+def mesh_psks(run: OfflineRun) -> list[DeclaredResource]:
+    """The mesh's RandomPasswords (the resinfra VM has its own for tokens)."""
+    return [r for r in run.of_type("random:index/randomPassword:RandomPassword") if "resinfra:mesh:IpsecMesh" in run.ancestor_types(r)]
+
+
 def psk_values(run: OfflineRun) -> dict[tuple[str, str, int], str]:
     """PSK by (site a, site b, tunnel) from the RandomPassword resources."""
     out = {}
-    for r in run.of_type("random:index/randomPassword:RandomPassword"):
+    for r in mesh_psks(run):
         match = re.fullmatch(r"ri-dev-(\w+)-psk-(\w+)-(\d)", r.name)
         assert match, r.name
         out[match[1], match[2], int(match[3])] = r.outputs["result"]
@@ -121,7 +126,7 @@ def test_exactly_one_link_per_pair(run: OfflineRun) -> None:
     pairs = {f"{a}-{b}" for a, b in itertools.combinations(sites_of(run), 2)}
     names = [t["name"] for t in run.outputs["tunnels"]]
     assert sorted(names) == sorted(pairs)
-    assert len(run.of_type("random:index/randomPassword:RandomPassword")) == sum(t["tunnels"] for t in run.outputs["tunnels"])
+    assert len(mesh_psks(run)) == sum(t["tunnels"] for t in run.outputs["tunnels"])
 
 
 def test_both_ends_of_every_tunnel_exist_and_mirror_each_other(run: OfflineRun) -> None:
@@ -152,7 +157,7 @@ def test_static_selectors_are_the_site_blocks(run: OfflineRun) -> None:
 def declared_psk_inputs(run: OfflineRun) -> list[tuple[DeclaredResource, str]]:
     found = [(r, "sharedKey") for r in run.of_type("azure-native:network:VirtualNetworkGatewayConnection")]
     found += [(r, "sharedSecret") for r in run.of_type("gcp:compute/vPNTunnel:VPNTunnel")]
-    found += [(r, "stdin") for r in run.of_type("command:remote:Command")]
+    found += [(r, "stdin") for r in run.of_type("command:remote:Command") if "resinfra:mesh:IpsecMesh" in run.ancestor_types(r)]
     return found
 
 

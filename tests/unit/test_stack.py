@@ -102,14 +102,15 @@ def test_each_site_declares_its_resources(shaped: tuple[tuple[str, ...], Offline
             expected = {k: v for k, v in expected.items() if v}
         assert dict(Counter(r.type for r in site_resources(run, provider))) == expected
     mesh = {MESH_TYPE} if len(providers) > 1 else set()
-    assert {r.type for r in run.resources if r.type.startswith("resinfra:")} == {COMPONENT_TYPES[p] for p in providers} | mesh
+    assert {r.type for r in run.resources if r.type.startswith("resinfra:")} == {COMPONENT_TYPES[p] for p in providers} | mesh | {"resinfra:tooling:ToolingVm"}
 
 
 def test_every_resource_is_parented_under_a_site_component(shaped: tuple[tuple[str, ...], OfflineRun]) -> None:
     _, run = shaped
     for r in run.resources:
         if r.custom:
-            assert any(t.startswith("resinfra:sites:") or t == MESH_TYPE for t in run.ancestor_types(r)), f"{r.urn} is not under a site or the mesh"
+            owners = ("resinfra:sites:", "resinfra:tooling:", MESH_TYPE)
+            assert any(t.startswith(owners) for t in run.ancestor_types(r)), f"{r.urn} is not under a site, the mesh or the tooling component"
             if not r.type.startswith("pulumi:providers:"):
                 # Explicit per-site providers only: a default provider would read ambient credentials.
                 assert "pulumi:providers:" in r.provider and "::default" not in r.provider, f"{r.urn} uses provider {r.provider!r}"
@@ -322,7 +323,10 @@ def test_tooling_vm_static_address_on_gcp(offline_runs: dict[str, OfflineRun]) -
     address = run.by_name("ri-dev-gcp-tooling-ip")
     vm = run.by_name("ri-dev-gcp-tooling")
     assert vm.inputs["networkInterfaces"][0]["accessConfigs"][0]["natIp"] == address.outputs["address"]
-    assert run.outputs["tooling"] == {"name": "ri-dev-gcp-tooling", "site": "gcp", "privateIp": "10.10.16.5", "publicIp": address.outputs["address"]}
+    tooling = dict(run.outputs["tooling"])
+    tunnel = tooling.pop("sshTunnel")
+    assert tooling == {"name": "ri-dev-gcp-tooling", "site": "gcp", "privateIp": "10.10.16.5", "publicIp": address.outputs["address"]}
+    assert tunnel.endswith(f"resinfra@{address.outputs['address']}") and "-L 3000:10.10.16.5:3000" in tunnel
 
 
 def test_adding_a_site_changes_no_other_site(offline_runs: dict[str, OfflineRun]) -> None:

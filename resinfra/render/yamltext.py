@@ -1,0 +1,27 @@
+"""YAML as reviewers read it: multi-line strings as literal blocks, keys in the order given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+
+class LiteralDumper(yaml.SafeDumper):
+    """Writes multi-line strings as ``|`` blocks so file contents and PromQL stay readable in review."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+LiteralDumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as block-style YAML, keys in insertion order.
+
+    Example: ``dump_yaml({"a": "x\\ny\\n"})`` is ``"a: |\\n  x\\n  y\\n"``.
+    """
+    return yaml.dump(data, Dumper=LiteralDumper, sort_keys=False, default_flow_style=False, width=1000)
