@@ -174,6 +174,9 @@ class CloudMocks(pulumi.runtime.Mocks):
         return self._next_id(name), out
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        found = self._image_lookup(args.token, dict(args.args))
+        if found is not None:
+            return found, []
         if args.token == "azure-native:authorization:getClientConfig":
             return {
                 "subscriptionId": MOCK_SUBSCRIPTION,
@@ -182,6 +185,26 @@ class CloudMocks(pulumi.runtime.Mocks):
                 "objectId": MOCK_SUBSCRIPTION,
             }, []
         return {}, []
+
+    def _image_lookup(self, token: str, query: dict[str, Any]) -> dict[str, Any] | None:
+        """Packer-built images, found as the providers would find them (stable ids per query)."""
+        if token == "hcloud:index/getImage:getImage":
+            # An hcloud snapshot: an integer id, the labels the selector asked for.
+            labels = dict(term.split("=", 1) for term in str(query.get("withSelector", "")).split(",") if "=" in term)
+            return {"id": int(self._next_id(f"image:{query.get('withSelector')}")), "type": "snapshot", "labels": labels, "mostRecent": query.get("mostRecent")}
+        group = f"/subscriptions/{MOCK_SUBSCRIPTION}/resourceGroups/{query.get('resourceGroupName')}/providers/Microsoft.Compute"
+        if token == "azure-native:compute:getImage":
+            return {"id": f"{group}/images/{query['imageName']}", "name": query["imageName"], "location": "westeurope"}
+        if token == "azure-native:compute:getGalleryImage":
+            name = query["galleryImageName"]
+            return {
+                "id": f"{group}/galleries/{query['galleryName']}/images/{name}",
+                "name": name,
+                "location": "westeurope",
+                "osType": "Linux",
+                "osState": "Generalized",
+            }
+        return None
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
