@@ -428,6 +428,13 @@ def _problem_from_pydantic(err: Any, raw: Mapping[str, Any]) -> Problem:
         return Problem(key, "missing", _MISSING_FIXES.get(key, f"set {key} (see the configuration reference in README.md)"))
     if kind == "list_type":
         return Problem(key, f"{value!r} is not a list", f"write {key} as a YAML list, one entry per line starting with '- '")
+    if kind == "string_pattern_mismatch" and "overrides" in loc:
+        return Problem(
+            key,
+            f"{value!r} has the wrong form",
+            "give the image's resource id: /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.Compute/images/<name> "
+            "(or .../galleries/<gallery>/images/<definition>[/versions/<version>])",
+        )
     if kind == "string_pattern_mismatch":
         return Problem(key, f"{value!r} has the wrong form", _PATTERN_FIXES.get(str(loc[-1]), f"it must match {err['ctx']['pattern']}"))
     if kind in ("greater_than_equal", "less_than_equal", "too_short", "too_long", "string_too_long", "string_too_short"):

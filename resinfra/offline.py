@@ -51,6 +51,16 @@ class DeclaredResource:
     delete_before_replace: bool = False
 
 
+@dataclass
+class Lookup:
+    """One invoke (data source) the program called, and what the mocks answered."""
+
+    token: str
+    args: dict[str, Any]
+    provider: str
+    result: dict[str, Any]
+
+
 def _contains_secret(value: Any) -> bool:
     if isinstance(value, dict):
         if value.get(SECRET_SIG_KEY) == SECRET_SIG:
@@ -67,6 +77,7 @@ class CloudMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self._ids: set[int] = set()
         self._public: dict[str, str] = {}
+        self.lookups: list[Lookup] = []
 
     def public_ip(self, key: str) -> str:
         """A stable fake public address for ``key`` (hash, then probe past collisions)."""
@@ -176,6 +187,7 @@ class CloudMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         found = self._image_lookup(args.token, dict(args.args))
         if found is not None:
+            self.lookups.append(Lookup(args.token, dict(args.args), args.provider, found))
             return found, []
         if args.token == "azure-native:authorization:getClientConfig":
             return {
@@ -270,6 +282,8 @@ class OfflineRun:
     files: list[ResolvedFile]
     placeholders: list[str] = field(default_factory=list)
     """Secret config keys that were not set and got a placeholder value."""
+    lookups: list[Lookup] = field(default_factory=list)
+    """Image lookups the program made (hcloud snapshots, Azure images), with the mocks' answers."""
 
     def ancestor_types(self, resource: DeclaredResource) -> list[str]:
         """Types of the resource's ancestors, innermost first (followed through ``parent``;
@@ -388,4 +402,5 @@ def run_offline(values: Mapping[str, Any], stack_name: str = "dev", secret_keys:
         secret_outputs=captured["secret"],
         files=captured["files"],
         placeholders=placeholders,
+        lookups=mocks.lookups,
     )
