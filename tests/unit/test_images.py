@@ -87,7 +87,9 @@ def test_packer_mode_boots_the_found_images(packer_run: OfflineRun) -> None:
     role_of = roles(run)
     lookups = {(lookup.token, tuple(sorted(lookup.args.items()))): lookup for lookup in run.lookups}
     hcloud_found = {
-        lookup.args["withSelector"]: str(lookup.result["id"]) for lookup in run.lookups if lookup.token == "hcloud:index/getImage:getImage" and lookup.args["mostRecent"]
+        lookup.args["withSelector"]: str(lookup.result["id"])
+        for lookup in run.lookups
+        if lookup.token == "hcloud:index/getImage:getImage" and lookup.args["mostRecent"]
     }
     azure_found = {lookup.args["imageName"]: lookup.result["id"] for lookup in run.lookups if lookup.token == "azure-native:compute:getImage"}
     assert len(lookups) == len(run.lookups) == 3 + 1, "one lookup per role and site (hcloud: worker, gateway, tooling; Azure: worker)"
@@ -188,7 +190,15 @@ def test_plan_shows_mode_and_image_per_site_and_role(tmp_path: Path, capsys: pyt
     assert cli.main(["plan", "--config-file", str(path), "--json"]) == 0
     report = yaml.safe_load(capsys.readouterr().out)
     rows = {(row["site"], row["role"]): row for row in report["images"]}
-    assert set(rows) == {("gcp", "worker"), ("azure", "worker"), ("hetzner", "worker"), ("hetzner", "gateway"), ("hetzner", "tooling"), ("proxmox", "worker"), ("proxmox", "gateway")}
+    assert set(rows) == {
+        ("gcp", "worker"),
+        ("azure", "worker"),
+        ("hetzner", "worker"),
+        ("hetzner", "gateway"),
+        ("hetzner", "tooling"),
+        ("proxmox", "worker"),
+        ("proxmox", "gateway"),
+    }
     assert rows["hetzner", "gateway"] | {"provisioning": ""} == {
         "site": "hetzner",
         "role": "gateway",
