@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from resinfra import config, cost
+from resinfra import config, cost, images
 from resinfra.offline import OfflineRun, placeholder_for, run_offline, with_secret_placeholders
 
 EXIT_BAD_CONFIG = 2
@@ -107,6 +107,7 @@ def plan_report(run: OfflineRun, stack: str, source: Path, seconds: float) -> di
             }
             for s in cfg.sites
         ],
+        "images": image_rows(run),
         "machines": run.outputs["inventory"],
         "tunnels": run.outputs["tunnels"],
         "components": components,
@@ -114,6 +115,23 @@ def plan_report(run: OfflineRun, stack: str, source: Path, seconds: float) -> di
         "countsByType": dict(sorted(Counter(r.type for r in custom).items())),
         "cost": cost.cost_report(cost.estimate(cfg)),
     }
+
+
+def image_rows(run: OfflineRun) -> list[dict[str, str]]:
+    """Per site and role: the image mode, how the image is named to the provider, and the role's provisioning digest."""
+    return [
+        {
+            "site": site,
+            "role": role.value,
+            "mode": image.mode.value,
+            "source": image.source.value,
+            "image": image.reference,
+            "userData": "full" if image.full_user_data else "machine only",
+            "provisioning": images.source_digest(role),
+        }
+        for site, roles in run.result.images.items()
+        for role, image in roles.items()
+    ]
 
 
 def format_plan(report: dict[str, Any]) -> str:
@@ -128,6 +146,10 @@ def format_plan(report: dict[str, Any]) -> str:
     for s in report["sites"]:
         gw = s["gateway"]
         rows.append((s["name"], s["provider"], str(s["number"]), s["block"], s["subnet"], gw["kind"], ", ".join(gw["publicIps"]), str(s["workers"])))
+    lines += _table(rows)
+    lines += ["", "Images (mode stock: Ubuntu 24.04 + full user-data; packer: images/ + the machine's own user-data)"]
+    rows = [("site", "role", "mode", "source", "image", "user-data", "provisioning")]
+    rows += [(i["site"], i["role"], i["mode"], i["source"], i["image"], i["userData"], i["provisioning"]) for i in report["images"]]
     lines += _table(rows)
     lines += ["", "Machines"]
     rows = [("name", "site", "role", "private", "public")]

@@ -131,15 +131,71 @@ class SiteBase(_Model):
     """Stable site number: picks the site's address block. Never reuse or change it."""
     workers: int = Field(default=2, ge=MIN_WORKERS, le=MAX_WORKERS)
     """Number of worker VMs."""
-    image: str | None = None
-    """Image for the site's VMs; a stock Ubuntu 24.04 LTS image when unset."""
     address_block: Cidr | None = None
     """Explicit address block (a /23 or larger inside the supernet) instead of the one
     the site number picks; for adopting an existing range."""
 
 
+class ImageMode(enum.StrEnum):
+    """Where a site's machines get their role's software from."""
+
+    STOCK = "stock"
+    """Stock Ubuntu 24.04 LTS: cloud-init runs the role's provisioning (images/provision) at first boot."""
+    PACKER = "packer"
+    """Images built from images/ with that provisioning baked in: the user-data only sets up the machine itself."""
+
+
+ImageRole = Literal["worker", "gateway", "tooling"]
+"""Roles that boot from an image (every role runs on a machine)."""
+ManagedGatewayImageRole = Literal["worker", "tooling"]
+"""Roles of machines on a site whose VPN gateway is managed by the cloud (no gateway VM)."""
+DEFAULT_IMAGE_SET = "resinfra"
+"""The Packer templates' default ``image_name``."""
+
+
+class SiteImagesBase(_Model):
+    """Which images a site's machines boot (``resinfra:sites[i].images``)."""
+
+    mode: ImageMode = ImageMode.STOCK
+    name: DnsLabel = DEFAULT_IMAGE_SET
+    """Image set name the Packer build was given (``image_name``): part of every image's name or label."""
+
+
+class GcpImages(SiteImagesBase):
+    project: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")] | None = None
+    """Project holding the image families; the site's project when unset."""
+    overrides: dict[ManagedGatewayImageRole, str] = Field(default_factory=dict)
+    """Per role, an image to boot instead (``projects/P/global/images/NAME`` or ``.../family/F``)."""
+
+
+class AzureImages(SiteImagesBase):
+    resource_group: Annotated[str, Field(pattern=r"^[-\w.()]{1,89}[-\w()]$")] | None = None
+    """Resource group holding the images (Packer's ``resource_group``); required in packer mode."""
+    gallery: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.]{0,78}[A-Za-z0-9]$")] | None = None
+    """Azure Compute Gallery in that group: boot its image definitions' latest versions instead of managed images."""
+    overrides: dict[ManagedGatewayImageRole, Annotated[str, Field(pattern=r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/.+$")]] = (
+        Field(default_factory=dict)
+    )
+    """Per role, the resource id of an image (managed image, gallery image or gallery image version) to boot instead."""
+
+
+class HetznerImages(SiteImagesBase):
+    selector: str | None = None
+    """Extra hcloud label selector the snapshots must match (e.g. ``resinfra-build=20261126120000`` to pin a build)."""
+    overrides: dict[ImageRole, str] = Field(default_factory=dict)
+    """Per role, an hcloud image name or id to boot instead."""
+
+
+class ProxmoxImages(SiteImagesBase):
+    templates: dict[ImageRole, int] = Field(default_factory=dict)
+    """Per role, the VM id of the template images/proxmox built (its ``template_vm_ids``); needed in packer mode."""
+    overrides: dict[ImageRole, int] = Field(default_factory=dict)
+    """Per role, the VM id of a template to clone instead, in either mode."""
+
+
 class GcpSite(SiteBase):
     provider: Literal[Provider.GCP]
+    images: GcpImages = Field(default_factory=GcpImages)
     project: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")]
     region: Annotated[str, Field(pattern=r"^[a-z]+-[a-z]+[0-9]+$")]
     zone: Annotated[str, Field(pattern=r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")]
@@ -150,6 +206,7 @@ class GcpSite(SiteBase):
 
 class AzureSite(SiteBase):
     provider: Literal[Provider.AZURE]
+    images: AzureImages = Field(default_factory=AzureImages)
     location: Annotated[str, Field(pattern=r"^[a-z0-9]+$")]
     resource_group: Annotated[str, Field(pattern=r"^[-\w.()]{1,89}[-\w()]$")]
     vm_size: str = "Standard_B1s"
@@ -167,6 +224,7 @@ HETZNER_NETWORK_ZONES = {"fsn1": "eu-central", "nbg1": "eu-central", "hel1": "eu
 
 class HetznerSite(SiteBase):
     provider: Literal[Provider.HETZNER]
+    images: HetznerImages = Field(default_factory=HetznerImages)
     location: Literal["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
     network_zone: Literal["eu-central", "us-east", "us-west", "ap-southeast"]
     server_type: str = "cx22"
@@ -176,6 +234,7 @@ class HetznerSite(SiteBase):
 
 class ProxmoxSite(SiteBase):
     provider: Literal[Provider.PROXMOX]
+    images: ProxmoxImages = Field(default_factory=ProxmoxImages)
     node: DnsLabel
     """Proxmox VE node that hosts the site's VMs."""
     template_vm_id: int = Field(ge=100, le=999_999_999)
@@ -282,19 +341,17 @@ def key_path(loc: Iterable[str | int]) -> str:
 def _known_fields(loc: list[str | int], raw: Mapping[str, Any]) -> list[str]:
     """The keys allowed at the object that holds ``loc``'s last element."""
     model: type[BaseModel] = StackConfig
-    node: Any = raw
     for part in loc[:-1]:
-        if isinstance(part, int):
-            node = node[part] if isinstance(node, list) and part < len(node) else {}
-            continue
-        node = node.get(part, {}) if isinstance(node, dict) else {}
-        if part == "sites":
-            continue
-        if part in NESTED_MODELS:
+        if isinstance(part, str) and part in NESTED_MODELS:
             model = NESTED_MODELS[part]
     if loc[:1] == ["sites"] and len(loc) >= 3:
-        provider = node.get("provider") if isinstance(node, dict) else None
-        model = PROVIDER_MODELS.get(str(provider), SiteBase)
+        sites = raw.get("sites")
+        index = loc[1]
+        site = sites[index] if isinstance(sites, list) and isinstance(index, int) and index < len(sites) else None
+        provider = str(site.get("provider")) if isinstance(site, dict) else ""
+        model = PROVIDER_MODELS.get(provider, SiteBase)
+        if loc[2] == "images" and len(loc) >= 4:
+            model = PROVIDER_IMAGE_MODELS.get(provider, SiteImagesBase)
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
@@ -307,6 +364,31 @@ PROVIDER_MODELS: dict[str, type[BaseModel]] = {
     Provider.PROXMOX: ProxmoxSite,
 }
 
+PROVIDER_IMAGE_MODELS: dict[str, type[BaseModel]] = {
+    Provider.GCP: GcpImages,
+    Provider.AZURE: AzureImages,
+    Provider.HETZNER: HetznerImages,
+    Provider.PROXMOX: ProxmoxImages,
+}
+
+RETIRED_SITE_KEYS = {"image": "images"}
+"""Site keys that were replaced, by their successor: a stack that still has one gets a migration message."""
+
+
+def _retired_site_key(loc: list[str | int], value: Any, raw: Mapping[str, Any]) -> Problem:
+    """The migration message for a retired site key (``image``: one image for every machine of the site)."""
+    key = key_path(loc)
+    site = raw["sites"][loc[1]]
+    provider = str(site.get("provider")) if isinstance(site, dict) else ""
+    roles = ["worker", "gateway", "tooling"] if provider in (Provider.HETZNER, Provider.PROXMOX) else ["worker", "tooling"]
+    overrides = ", ".join(f"{role}: {json.dumps(value)}" for role in roles)
+    return Problem(
+        key,
+        f"replaced by {key_path([*loc[:-1], 'images'])} (an image per role, stock or Packer-built)",
+        f"for the same machines write 'images: {{overrides: {{{overrides}}}}}' (stock mode: the full user-data), "
+        "or build the images in images/ and write 'images: {mode: packer}'",
+    )
+
 
 def _problem_from_pydantic(err: Any, raw: Mapping[str, Any]) -> Problem:
     loc: list[str | int] = list(err["loc"])
@@ -314,8 +396,17 @@ def _problem_from_pydantic(err: Any, raw: Mapping[str, Any]) -> Problem:
     if len(loc) >= 3 and loc[0] == "sites" and loc[2] in PROVIDER_MODELS:
         loc = loc[:2] + loc[3:]
     kind = err["type"]
+    # A dict key that is not allowed is reported at that key (sites.0.images.overrides.gateway.[key]).
+    if loc and loc[-1] == "[key]":
+        loc = loc[:-1]
+        if kind == "literal_error" and err.get("input") == "gateway":
+            return Problem(
+                key_path(loc), "sites of this provider have no gateway VM (the cloud runs the VPN gateway)", f"remove it; use {err['ctx']['expected']}"
+            )
     key = key_path(loc)
     value = err.get("input")
+    if kind == "extra_forbidden" and len(loc) == 3 and loc[0] == "sites" and loc[2] in RETIRED_SITE_KEYS:
+        return _retired_site_key(loc, value, raw)
     if kind == "extra_forbidden":
         known = _known_fields(loc, raw)
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
@@ -337,6 +428,13 @@ def _problem_from_pydantic(err: Any, raw: Mapping[str, Any]) -> Problem:
         return Problem(key, "missing", _MISSING_FIXES.get(key, f"set {key} (see the configuration reference in README.md)"))
     if kind == "list_type":
         return Problem(key, f"{value!r} is not a list", f"write {key} as a YAML list, one entry per line starting with '- '")
+    if kind == "string_pattern_mismatch" and "overrides" in loc:
+        return Problem(
+            key,
+            f"{value!r} has the wrong form",
+            "give the image's resource id: /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.Compute/images/<name> "
+            "(or .../galleries/<gallery>/images/<definition>[/versions/<version>])",
+        )
     if kind == "string_pattern_mismatch":
         return Problem(key, f"{value!r} has the wrong form", _PATTERN_FIXES.get(str(loc[-1]), f"it must match {err['ctx']['pattern']}"))
     if kind in ("greater_than_equal", "less_than_equal", "too_short", "too_long", "string_too_long", "string_too_short"):
@@ -346,6 +444,8 @@ def _problem_from_pydantic(err: Any, raw: Mapping[str, Any]) -> Problem:
     if kind == "value_error":
         cause = str(err["ctx"].get("error", err["msg"]))
         return Problem(key, f"{value!r} is not valid ({cause})", "write an IPv4 address or network such as 10.10.0.0/16 (no host bits set in a network)")
+    if kind == "enum":
+        return Problem(key, f"{value!r} is not allowed", f"use {err['ctx']['expected']}")
     if kind == "literal_error":
         return Problem(key, f"{value!r} is not allowed", f"use {err['ctx']['expected']}")
     return Problem(key, err["msg"].lower(), "see the configuration reference in README.md")
@@ -552,8 +652,66 @@ def _private_asn(asn: int) -> bool:
     return asn in PRIVATE_ASN_16 or asn in PRIVATE_ASN_32
 
 
-def _check_site(cfg: StackConfig, i: int, site: Site) -> list[Problem]:
+HCLOUD_SELECTOR_TERM = re.compile(r"^!?[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?((==|!=|=)([A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)?)?$")
+"""One term of an hcloud label selector (``key``, ``!key``, ``key=value``, ``key!=value``)."""
+ROLE_LABEL = "resinfra-role"
+"""Label of an image's role: the program selects hcloud snapshots by it."""
+
+
+def image_roles(cfg: StackConfig, site: Site) -> list[ImageRole]:
+    """The roles of the machines a site runs: workers, a gateway VM where the cloud runs no VPN gateway, the resinfra VM on its site."""
+    roles: list[ImageRole] = ["worker"]
+    if site.provider in (Provider.HETZNER, Provider.PROXMOX):
+        roles.append("gateway")
+    if site.name == cfg.tooling_site:
+        roles.append("tooling")
+    return roles
+
+
+def _check_images(cfg: StackConfig, i: int, site: Site) -> list[Problem]:
+    """A site's ``images``: an hcloud selector resinfra can extend, and a lookup for every role in packer mode."""
     problems: list[Problem] = []
+    images = site.images
+    key = ["sites", i, "images"]
+    if isinstance(images, HetznerImages) and images.selector is not None:
+        terms = [term.strip() for term in images.selector.split(",")]
+        bad = [term for term in terms if not HCLOUD_SELECTOR_TERM.match(term)]
+        if bad:
+            problems.append(
+                Problem(
+                    key_path([*key, "selector"]),
+                    f"{bad[0]!r} is not a label selector term",
+                    "write terms like resinfra-build=20261126120000, separated by commas",
+                )
+            )
+        elif any(term.lstrip("!").startswith(ROLE_LABEL) for term in terms):
+            problems.append(Problem(key_path([*key, "selector"]), f"resinfra adds {ROLE_LABEL}=<role> for each role itself", f"remove the {ROLE_LABEL} term"))
+    if images.mode is not ImageMode.PACKER:
+        return problems
+    missing = [role for role in image_roles(cfg, site) if role not in images.overrides]
+    if isinstance(images, AzureImages) and missing and images.resource_group is None:
+        problems.append(
+            Problem(
+                key_path([*key, "resourceGroup"]),
+                "missing: in packer mode the images are looked up in a resource group",
+                "set it to the resource group the Packer build wrote to (images/azure, variable resource_group)",
+            )
+        )
+    if isinstance(images, ProxmoxImages):
+        untemplated = [role for role in missing if role not in images.templates]
+        if untemplated:
+            problems.append(
+                Problem(
+                    key_path([*key, "templates"]),
+                    f"no template for the {' and '.join(untemplated)} role{'s' if len(untemplated) > 1 else ''} in packer mode",
+                    "add '<role>: <VM id>' for each with the ids images/proxmox gave the templates (variable template_vm_ids)",
+                )
+            )
+    return problems
+
+
+def _check_site(cfg: StackConfig, i: int, site: Site) -> list[Problem]:
+    problems: list[Problem] = _check_images(cfg, i, site)
     if isinstance(site, GcpSite):
         if not site.zone.startswith(site.region + "-"):
             problems.append(

@@ -51,6 +51,16 @@ class DeclaredResource:
     delete_before_replace: bool = False
 
 
+@dataclass
+class Lookup:
+    """One invoke (data source) the program called, and what the mocks answered."""
+
+    token: str
+    args: dict[str, Any]
+    provider: str
+    result: dict[str, Any]
+
+
 def _contains_secret(value: Any) -> bool:
     if isinstance(value, dict):
         if value.get(SECRET_SIG_KEY) == SECRET_SIG:
@@ -67,6 +77,7 @@ class CloudMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self._ids: set[int] = set()
         self._public: dict[str, str] = {}
+        self.lookups: list[Lookup] = []
 
     def public_ip(self, key: str) -> str:
         """A stable fake public address for ``key`` (hash, then probe past collisions)."""
@@ -174,6 +185,10 @@ class CloudMocks(pulumi.runtime.Mocks):
         return self._next_id(name), out
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        found = self._image_lookup(args.token, dict(args.args))
+        if found is not None:
+            self.lookups.append(Lookup(args.token, dict(args.args), args.provider, found))
+            return found, []
         if args.token == "azure-native:authorization:getClientConfig":
             return {
                 "subscriptionId": MOCK_SUBSCRIPTION,
@@ -182,6 +197,26 @@ class CloudMocks(pulumi.runtime.Mocks):
                 "objectId": MOCK_SUBSCRIPTION,
             }, []
         return {}, []
+
+    def _image_lookup(self, token: str, query: dict[str, Any]) -> dict[str, Any] | None:
+        """Packer-built images, found as the providers would find them (stable ids per query)."""
+        if token == "hcloud:index/getImage:getImage":
+            # An hcloud snapshot: an integer id, the labels the selector asked for.
+            labels = dict(term.split("=", 1) for term in str(query.get("withSelector", "")).split(",") if "=" in term)
+            return {"id": int(self._next_id(f"image:{query.get('withSelector')}")), "type": "snapshot", "labels": labels, "mostRecent": query.get("mostRecent")}
+        group = f"/subscriptions/{MOCK_SUBSCRIPTION}/resourceGroups/{query.get('resourceGroupName')}/providers/Microsoft.Compute"
+        if token == "azure-native:compute:getImage":
+            return {"id": f"{group}/images/{query['imageName']}", "name": query["imageName"], "location": "westeurope"}
+        if token == "azure-native:compute:getGalleryImage":
+            name = query["galleryImageName"]
+            return {
+                "id": f"{group}/galleries/{query['galleryName']}/images/{name}",
+                "name": name,
+                "location": "westeurope",
+                "osType": "Linux",
+                "osState": "Generalized",
+            }
+        return None
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -247,6 +282,8 @@ class OfflineRun:
     files: list[ResolvedFile]
     placeholders: list[str] = field(default_factory=list)
     """Secret config keys that were not set and got a placeholder value."""
+    lookups: list[Lookup] = field(default_factory=list)
+    """Image lookups the program made (hcloud snapshots, Azure images), with the mocks' answers."""
 
     def ancestor_types(self, resource: DeclaredResource) -> list[str]:
         """Types of the resource's ancestors, innermost first (followed through ``parent``;
@@ -365,4 +402,5 @@ def run_offline(values: Mapping[str, Any], stack_name: str = "dev", secret_keys:
         secret_outputs=captured["secret"],
         files=captured["files"],
         placeholders=placeholders,
+        lookups=mocks.lookups,
     )

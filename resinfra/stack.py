@@ -11,16 +11,17 @@ from typing import Any
 
 import pulumi
 
-from resinfra import addressing, config
+from resinfra import addressing, config, images
 from resinfra.addressing import Role, SiteAddresses
 from resinfra.config import Provider, Site, StackConfig
+from resinfra.images import RoleImage
 from resinfra.mesh.component import IpsecMesh, IpsecMeshArgs
 from resinfra.mesh.plan import LinkPlan, azure_bgp_addresses, plan_links
 from resinfra.naming import stem
 from resinfra.remote import PushVia, SshAccess
 from resinfra.render import monitoring
 from resinfra.render.cloud_init import CloudInitSpec, Route, render_cloud_init
-from resinfra.render.tooling_files import BootExtras, prober_boot, tooling_boot
+from resinfra.render.tooling_files import BootExtras, prober_boot
 from resinfra.sites.base import Node, SiteComponent
 from resinfra.tooling import ToolingVm, ToolingVmArgs
 
@@ -53,6 +54,8 @@ class StackResult:
     mesh: IpsecMesh | None = None
     tooling: ToolingVm | None = None
     """What runs on the resinfra VM (None until the sites are built)."""
+    images: dict[str, dict[Role, RoleImage]] = field(default_factory=dict)
+    """Per site and role, the image its machines boot."""
 
     @property
     def tooling_node(self) -> Node:
@@ -65,8 +68,12 @@ def site_labels(stack: str, site: str) -> dict[str, str]:
     return {"resinfra-stack": stack.lower(), "resinfra-site": site}
 
 
-def boot_spec(cfg: StackConfig, site: Site, plan: SiteAddresses, machine: addressing.NodeAddress) -> CloudInitSpec:
-    """What a machine boots with (pure: the renderer's input)."""
+def boot_spec(cfg: StackConfig, site: Site, plan: SiteAddresses, machine: addressing.NodeAddress, image: RoleImage) -> CloudInitSpec:
+    """What a machine boots with (pure: the renderer's input).
+
+    On a stock image the user-data carries the role's provisioning (images/provision); on a
+    Packer image, built from that same source, only what is particular to the machine.
+    """
     routes: tuple[Route, ...] = ()
     if Provider(site.provider) is Provider.PROXMOX and machine.role is not Role.GATEWAY:
         # The Proxmox private bridge has no router of its own: workers send the other
@@ -74,9 +81,7 @@ def boot_spec(cfg: StackConfig, site: Site, plan: SiteAddresses, machine: addres
         assert plan.gateway_vm is not None
         routes = (Route(cfg.supernet, str(plan.gateway_vm.private_ip)),)
     extras = BootExtras()
-    if machine.role is Role.TOOLING:
-        extras = tooling_boot()
-    elif machine.role is Role.WORKER and machine.index == monitoring.PROBER_WORKER_INDEX and site.name != cfg.tooling_site:
+    if machine.role is Role.WORKER and machine.index == monitoring.PROBER_WORKER_INDEX and site.name != cfg.tooling_site:
         extras = prober_boot(str(machine.private_ip), monitoring.AlertTimings())
     return CloudInitSpec(
         hostname=machine.name,
@@ -86,13 +91,20 @@ def boot_spec(cfg: StackConfig, site: Site, plan: SiteAddresses, machine: addres
         private_ip=str(machine.private_ip),
         routes=routes,
         extra_files=extras.files,
-        extra_packages=extras.packages,
         extra_commands=extras.commands,
-        apt_sources=extras.apt_sources,
+        provisioning=images.boot_provisioning(machine.role) if image.full_user_data else None,
     )
 
 
-def _site_component(cfg: StackConfig, site: Site, plan: SiteAddresses, user_data: Mapping[str, str], stack_name: str, links: list[LinkPlan]) -> SiteComponent:
+def _site_component(
+    cfg: StackConfig,
+    site: Site,
+    plan: SiteAddresses,
+    user_data: Mapping[str, str],
+    site_images: Mapping[Role, RoleImage],
+    stack_name: str,
+    links: list[LinkPlan],
+) -> SiteComponent:
     # Provider modules are imported on demand: each SDK takes seconds to import and a
     # stack uses only the providers it has sites on.
     name = stem(cfg.prefix, site.name)
@@ -101,6 +113,7 @@ def _site_component(cfg: StackConfig, site: Site, plan: SiteAddresses, user_data
         "stack": cfg,
         "addresses": plan,
         "user_data": user_data,
+        "images": site_images,
         "labels": labels,
         "role_labels": {role: {**labels, ROLE_LABEL_KEY: role.value} for role in Role},
         "tooling_size": cfg.tooling.size,
@@ -135,9 +148,11 @@ def build(cfg: StackConfig) -> StackResult:
     links = plan_links(cfg, plan)
     for site in cfg.sites:
         site_plan = plan[site.name]
-        user_data = {m.name: render_cloud_init(boot_spec(cfg, site, site_plan, m)) for m in site_plan.machines}
+        site_images = images.site_images(cfg, site)
+        result.images[site.name] = site_images
+        user_data = {m.name: render_cloud_init(boot_spec(cfg, site, site_plan, m, site_images[m.role])) for m in site_plan.machines}
         result.files += [RenderedFile(name, "cloud-init", "user-data.yaml", text) for name, text in user_data.items()]
-        result.sites.append(_site_component(cfg, site, site_plan, user_data, stack_name, links))
+        result.sites.append(_site_component(cfg, site, site_plan, user_data, site_images, stack_name, links))
     result.mesh = _mesh(cfg, links, result) if links else None
     result.tooling = _tooling_component(cfg, result)
     result.files += [RenderedFile(result.tooling_node.name, f.purpose, f.path.lstrip("/"), f.content) for f in result.tooling.files]

@@ -12,19 +12,7 @@ from resinfra.render.yamltext import dump_yaml
 NODE_EXPORTER_PORT = 9100
 ROUTES_UNIT = "resinfra-routes.service"
 
-ROLE_PACKAGES: dict[Role, tuple[str, ...]] = {
-    Role.WORKER: ("prometheus-node-exporter",),
-    Role.GATEWAY: ("prometheus-node-exporter", "strongswan-swanctl", "charon-systemd", "libstrongswan-standard-plugins"),
-    Role.TOOLING: ("prometheus-node-exporter",),
-}
-"""Packages each role installs on a stock image."""
-
-GATEWAY_SYSCTL = """\
-# Rendered by resinfra: the gateway forwards between its site and the tunnels.
-net.ipv4.ip_forward = 1
-net.ipv4.conf.all.accept_redirects = 0
-net.ipv4.conf.all.send_redirects = 0
-"""
+NODE_EXPORTER_UNIT = "prometheus-node-exporter"
 
 
 @dataclass(frozen=True)
@@ -46,20 +34,12 @@ class WriteFile:
 
 
 @dataclass(frozen=True)
-class AptSource:
-    """An extra apt repository, its signing key fetched by full fingerprint at boot.
+class Provisioning:
+    """A role's provisioning source (``images/provision``) as user-data: the files and the command that runs them."""
 
-    By fingerprint rather than an embedded key: the keyserver hands out the key's current
-    self-signatures, so a vendor extending its key's expiry needs no change here, and gpg
-    refuses a key whose fingerprint differs.
-    """
-
-    name: str
-    source: str
-    """One-line apt source; ``$KEY_FILE`` is replaced with the key's path (``signed-by``)."""
-    key_fingerprint: str
-    keyserver: str = "hkp://keyserver.ubuntu.com:80"
-    """Port 80: egress filters that pass HTTP but not HKP's 11371 do not break the boot."""
+    files: tuple[WriteFile, ...]
+    command: tuple[str, ...]
+    """Run first in ``runcmd``, before the machine's own commands enable what it installed."""
 
 
 @dataclass(frozen=True)
@@ -75,10 +55,9 @@ class CloudInitSpec:
     """Routes the OS must add itself (where the cloud's router does not route)."""
     extra_files: tuple[WriteFile, ...] = field(default_factory=tuple)
     """Role-specific files from other renderers (mesh, tooling)."""
-    extra_packages: tuple[str, ...] = ()
     extra_commands: tuple[tuple[str, ...], ...] = ()
-    apt_sources: tuple[AptSource, ...] = ()
-    """Repositories beyond the distribution's (Grafana's on the resinfra VM)."""
+    provisioning: Provisioning | None = None
+    """The role's provisioning, on a stock image; None on an image that has it baked in (Packer)."""
 
 
 def render_routes_unit(routes: tuple[Route, ...]) -> str:
@@ -95,31 +74,34 @@ def render_sshd_hardening(admin_user: str) -> str:
 
 
 def files_for(spec: CloudInitSpec) -> list[WriteFile]:
-    """Every file the user-data writes, in order."""
+    """Every file the user-data writes, in order: the machine's own, then the role's provisioning source (stock images)."""
     files = [
         WriteFile("/etc/ssh/sshd_config.d/50-resinfra.conf", render_sshd_hardening(spec.admin_user)),
-        # Deferred: the package's own conffile must exist first, then ours replaces it.
+        # Deferred: on an image the package's own conffile exists, then ours replaces it; on a
+        # stock image the provisioning installs the package later and keeps ours (confold).
         WriteFile(
-            "/etc/default/prometheus-node-exporter",
+            f"/etc/default/{NODE_EXPORTER_UNIT}",
             f'# Rendered by resinfra: listen on the private address only.\nARGS="--web.listen-address={spec.private_ip}:{NODE_EXPORTER_PORT}"\n',
             defer=True,
         ),
     ]
-    if spec.role is Role.GATEWAY:
-        files.append(WriteFile("/etc/sysctl.d/60-resinfra-gateway.conf", GATEWAY_SYSCTL))
     if spec.routes:
         files.append(WriteFile(f"/etc/systemd/system/{ROUTES_UNIT}", render_routes_unit(spec.routes)))
-    return files + list(spec.extra_files)
+    files += spec.extra_files
+    if spec.provisioning:
+        files += spec.provisioning.files
+    return files
 
 
 def commands_for(spec: CloudInitSpec) -> list[list[str]]:
-    """Commands run once at first boot, after packages and files."""
-    commands = [
+    """Commands run once at first boot, after packages and files: the role's provisioning (stock images), then the machine's own."""
+    commands = [list(spec.provisioning.command)] if spec.provisioning else []
+    commands += [
         ["systemctl", "restart", "ssh"],
-        ["systemctl", "restart", "prometheus-node-exporter"],
+        # The role leaves node_exporter disabled until its listen address is set (above).
+        ["systemctl", "enable", NODE_EXPORTER_UNIT],
+        ["systemctl", "restart", NODE_EXPORTER_UNIT],
     ]
-    if spec.role is Role.GATEWAY:
-        commands.append(["sysctl", "--system"])
     if spec.routes:
         commands.append(["systemctl", "daemon-reload"])
         commands.append(["systemctl", "enable", "--now", ROUTES_UNIT])
@@ -143,13 +125,9 @@ def cloud_config(spec: CloudInitSpec) -> dict[str, Any]:
         ],
         "disable_root": True,
         "ssh_pwauth": False,
-        "package_update": True,
-        "packages": list(dict.fromkeys(ROLE_PACKAGES[spec.role] + spec.extra_packages)),
         "write_files": [{"path": f.path, "content": f.content, "owner": "root:root", "permissions": f.permissions, "defer": f.defer} for f in files_for(spec)],
         "runcmd": commands_for(spec),
     }
-    if spec.apt_sources:
-        document["apt"] = {"sources": {f"{s.name}.list": {"source": s.source, "keyid": s.key_fingerprint, "keyserver": s.keyserver} for s in spec.apt_sources}}
     return document
 
 

@@ -1,9 +1,9 @@
 """Which files the resinfra VM (and each site's prober) gets, and how: at first boot or pushed.
 
-First boot (cloud-init) installs only what never changes: Grafana's apt repository and
-the packages. Everything the program may change later is pushed over SSH, because a
-changed user-data replaces the VM on Hetzner, Azure and Proxmox, and with it
-Prometheus' history:
+The packages (and Grafana's apt repository) come with the role: images/provision/tooling.sh,
+baked into a Packer image or run by cloud-init at first boot. Everything the program may
+change later is pushed over SSH, because a changed user-data replaces the VM on Hetzner,
+Azure and Proxmox, and with it Prometheus' history:
 
 - ``config``: prometheus.yml, rules, blackbox.yml, units, Grafana provisioning and dashboards;
 - ``targets``: the file_sd lists drawn from the inventory (Prometheus watches them: no reload);
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from resinfra.render.alertmanager import render_alertmanager_config
 from resinfra.render.blackbox import render_blackbox_config
-from resinfra.render.cloud_init import AptSource, WriteFile
+from resinfra.render.cloud_init import WriteFile
 from resinfra.render.grafana import render_dashboard_provider, render_dashboards, render_datasources, render_grafana_ini
 from resinfra.render.monitoring import BLACKBOX_PORT, AlertTimings, Endpoint, MonitoringPlan, ToolingLayout
 from resinfra.render.prometheus import render_mesh_file_sd, render_nodes_file_sd, render_prometheus_config, render_rules
@@ -36,38 +36,18 @@ from resinfra.render.tooling_units import (
     tooling_services,
 )
 
-GRAFANA_APT = AptSource(
-    name="grafana",
-    source="deb [signed-by=$KEY_FILE] https://apt.grafana.com stable main",
-    # Grafana Labs' package signing key (grafana.com/docs/grafana/latest/setup-grafana/installation/debian/).
-    key_fingerprint="B53AE77BADB630A683046005963FA27710458545",
-)
-TOOLING_PACKAGES = ("prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter", "grafana")
-PROBER_PACKAGES = ("prometheus-blackbox-exporter",)
 TOOLING_UNITS = (PROMETHEUS_UNIT, ALERTMANAGER_UNIT, BLACKBOX_UNIT, GRAFANA_UNIT)
 
 
 @dataclass(frozen=True)
 class BootExtras:
-    """What a machine's user-data adds for monitoring (see ``CloudInitSpec``)."""
+    """What a machine's user-data adds for monitoring (see ``CloudInitSpec``): files and commands only.
 
-    apt_sources: tuple[AptSource, ...] = ()
-    packages: tuple[str, ...] = ()
+    Packages come with the machine's role (images/provision), never with its user-data.
+    """
+
     files: tuple[WriteFile, ...] = ()
     commands: tuple[tuple[str, ...], ...] = ()
-
-
-def tooling_boot() -> BootExtras:
-    """The resinfra VM's first boot: Grafana's repository, the packages, nothing configured yet.
-
-    The packaged services start on install with their stock configs; they are stopped
-    until the ``config`` push installs resinfra's (which waits for first boot to end).
-    """
-    return BootExtras(
-        apt_sources=(GRAFANA_APT,),
-        packages=TOOLING_PACKAGES,
-        commands=(("systemctl", "stop", PROMETHEUS_UNIT, ALERTMANAGER_UNIT, BLACKBOX_UNIT),),
-    )
 
 
 def prober_layout(private_ip: str) -> ToolingLayout:
@@ -76,16 +56,19 @@ def prober_layout(private_ip: str) -> ToolingLayout:
 
 
 def prober_boot(private_ip: str, timings: AlertTimings) -> BootExtras:
-    """A site's prober (its first worker): blackbox_exporter with the ICMP module, on the private address."""
+    """A site's prober (its first worker): blackbox_exporter with the ICMP module, on the private address.
+
+    Every worker has blackbox_exporter installed and disabled (images/provision/worker.sh), so
+    whichever machine is the prober, or replaces it, only needs this.
+    """
     layout = prober_layout(private_ip)
-    # Deferred: the package's own files must exist first, then these replace them.
+    # Deferred: on an image the package's own files exist first, then these replace them.
     return BootExtras(
-        packages=PROBER_PACKAGES,
         files=(
             WriteFile(layout.blackbox_config, render_blackbox_config(timings), defer=True),
             WriteFile(f"{layout.systemd_dir}/{BLACKBOX_UNIT}", render_unit(blackbox_service(layout)), defer=True),
         ),
-        commands=(("systemctl", "daemon-reload"), ("systemctl", "restart", BLACKBOX_UNIT)),
+        commands=(("systemctl", "daemon-reload"), ("systemctl", "enable", BLACKBOX_UNIT), ("systemctl", "restart", BLACKBOX_UNIT)),
     )
 
 

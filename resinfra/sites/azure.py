@@ -13,11 +13,11 @@ from resinfra.addressing import Role
 from resinfra.config import AzureSite as AzureSiteConfig
 from resinfra.config import Provider
 from resinfra.exposure import IngressRule, Protocol, ingress_rules
+from resinfra.images import STOCK_IMAGES, ImageSource, RoleImage
 from resinfra.naming import child_name
 from resinfra.sites.base import GatewayEndpoint, GatewayKind, SiteArgs, SiteComponent
 
 TYPE_TOKEN = "resinfra:sites:AzureSite"
-STOCK_IMAGE = compute.ImageReferenceArgs(publisher="Canonical", offer="ubuntu-24_04-lts", sku="server", version="latest")
 GATEWAY_SUBNET_NAME = "GatewaySubnet"
 """Azure requires exactly this name for the subnet of a VNet gateway."""
 NSG_FIRST_PRIORITY = 100
@@ -62,6 +62,24 @@ class AzureSiteArgs(SiteArgs):
     custom_bgp_addresses: tuple[tuple[str, ...], ...] = ()
     """APIPA BGP addresses of each gateway instance (from the mesh plan): Azure only speaks
     BGP on them once they are set on the gateway's IP configurations."""
+
+
+def image_reference(image: RoleImage, provider: azure_native.Provider) -> compute.ImageReferenceArgs:
+    """The image a role's VMs boot: the stock Marketplace image, an image id, or the Packer-built
+    managed image or gallery image definition, looked up by name (a missing one fails the preview)."""
+    if image.source is ImageSource.STOCK:
+        publisher, offer, sku, version = STOCK_IMAGES[Provider.AZURE].split(":")
+        return compute.ImageReferenceArgs(publisher=publisher, offer=offer, sku=sku, version=version)
+    opts = pulumi.InvokeOutputOptions(provider=provider)
+    if image.source is ImageSource.AZURE_MANAGED_IMAGE:
+        group, name = image.lookup
+        return compute.ImageReferenceArgs(id=compute.get_image_output(resource_group_name=group, image_name=name, opts=opts).id)
+    if image.source is ImageSource.AZURE_GALLERY_IMAGE:
+        # The definition's id without a version: Azure boots its latest version when the VM is created.
+        group, gallery, name = image.lookup
+        found = compute.get_gallery_image_output(resource_group_name=group, gallery_name=gallery, gallery_image_name=name, opts=opts)
+        return compute.ImageReferenceArgs(id=found.id)
+    return compute.ImageReferenceArgs(id=image.reference)
 
 
 def ip_configuration_name(instance: int) -> str:
@@ -182,6 +200,7 @@ class AzureSite(SiteComponent):
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[subnet])),
         )
 
+        role_images = {role: image_reference(args.images[role], self.provider) for role in dict.fromkeys(m.role for m in args.addresses.machines)}
         for machine in args.addresses.machines:
             suffix = self.machine_suffix(name, machine)
             machine_ip = self._static_public_ip(child_name(name, f"{suffix}-pip"), site, rg_name, tags, zones=None, opts=child)
@@ -227,7 +246,7 @@ class AzureSite(SiteComponent):
                     ),
                 ),
                 storage_profile=compute.StorageProfileArgs(
-                    image_reference=compute.ImageReferenceArgs(id=site.image) if site.image else STOCK_IMAGE,
+                    image_reference=role_images[machine.role],
                     os_disk=compute.OSDiskArgs(
                         create_option=compute.DiskCreateOptionTypes.FROM_IMAGE,
                         delete_option=compute.DiskDeleteOptionTypes.DELETE,

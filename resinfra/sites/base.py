@@ -10,6 +10,7 @@ import pulumi
 
 from resinfra.addressing import NodeAddress, Role, SiteAddresses
 from resinfra.config import Provider, StackConfig
+from resinfra.images import RoleImage
 
 UBUNTU_RELEASE = "24.04"
 """Stock OS everywhere: the one LTS whose images carry cloud-init on all four providers
@@ -63,6 +64,8 @@ class SiteArgs:
     addresses: SiteAddresses
     user_data: Mapping[str, str]
     """Rendered cloud-init user-data by machine name."""
+    images: Mapping[Role, RoleImage]
+    """The image each role's machines boot (stock, Packer-built or an override)."""
     labels: Mapping[str, str]
     """Labels or tags for every resource of the site that supports them."""
     role_labels: Mapping[Role, Mapping[str, str]] = field(default_factory=dict)

@@ -16,7 +16,6 @@ from resinfra.naming import child_name
 from resinfra.sites.base import GatewayEndpoint, GatewayKind, SiteArgs, SiteComponent
 
 TYPE_TOKEN = "resinfra:sites:GcpSite"
-STOCK_IMAGE = "ubuntu-os-cloud/ubuntu-2404-lts-amd64"
 BOOT_DISK_GB = 20
 
 
@@ -126,7 +125,8 @@ class GcpSite(SiteComponent):
                 machine_type=size,
                 boot_disk=compute.InstanceBootDiskArgs(
                     initialize_params=compute.InstanceBootDiskInitializeParamsArgs(
-                        image=site.image or STOCK_IMAGE,
+                        # A stock image, an override, or an image family (its newest image when the VM is created).
+                        image=args.images[machine.role].reference,
                         size=BOOT_DISK_GB,
                         type="pd-balanced",
                     ),

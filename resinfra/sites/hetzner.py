@@ -11,11 +11,11 @@ from resinfra.addressing import Role
 from resinfra.config import HetznerSite as HetznerSiteConfig
 from resinfra.config import Provider, is_rfc1918
 from resinfra.exposure import IngressRule, Protocol, ingress_rules
+from resinfra.images import ImageSource, RoleImage
 from resinfra.naming import child_name
 from resinfra.sites.base import GatewayEndpoint, GatewayKind, SiteArgs, SiteComponent
 
 TYPE_TOKEN = "resinfra:sites:HetznerSite"
-STOCK_IMAGE = "ubuntu-24.04"
 
 
 def credentials_from_config() -> pulumi.Output[str] | None:
@@ -27,6 +27,19 @@ def credentials_from_config() -> pulumi.Output[str] | None:
 class HetznerSiteArgs(SiteArgs):
     site: HetznerSiteConfig
     token: pulumi.Output[str] | None
+
+
+def boot_image(image: RoleImage, provider: hcloud.Provider) -> pulumi.Input[str]:
+    """The hcloud image a role's servers boot: a name or id, or the most recent snapshot matching a label selector.
+
+    The selector is looked up at every preview and update: a newer matching snapshot
+    replaces the role's servers at the next ``pulumi up`` (pin a build with the site's
+    ``images.selector``).
+    """
+    if image.source is ImageSource.HCLOUD_SELECTOR:
+        found = hcloud.get_image_output(with_selector=image.reference, most_recent=True, opts=pulumi.InvokeOutputOptions(provider=provider))
+        return found.id.apply(str)
+    return image.reference
 
 
 def firewall_rules(rules: list[IngressRule]) -> list[hcloud.FirewallRuleArgs]:
@@ -117,6 +130,7 @@ class HetznerSite(SiteComponent):
             pulumi.ResourceOptions(depends_on=[subnet], delete_before_replace=True),
         )
         sizes = {Role.GATEWAY: site.gateway_server_type, Role.TOOLING: args.tooling_size}
+        role_images = {role: boot_image(args.images[role], self.provider) for role in dict.fromkeys(m.role for m in plan.machines)}
 
         for machine in plan.machines:
             public_net = hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=False)
@@ -139,7 +153,7 @@ class HetznerSite(SiteComponent):
                 machine.name,
                 name=machine.name,
                 server_type=sizes.get(machine.role) or site.server_type,
-                image=site.image or STOCK_IMAGE,
+                image=role_images[machine.role],
                 location=site.location,
                 ssh_keys=[ssh_key.id],
                 user_data=args.user_data[machine.name],

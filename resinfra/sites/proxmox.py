@@ -129,7 +129,8 @@ class ProxmoxSite(SiteComponent):
                 name=machine.name,
                 node_name=site.node,
                 vm_id=ident,
-                clone=proxmoxve.VmLegacyCloneArgs(vm_id=site.template_vm_id, full=True, datastore_id=site.datastore),
+                # templateVmId (stock), the role's Packer-built template, or an override.
+                clone=proxmoxve.VmLegacyCloneArgs(vm_id=int(args.images[machine.role].reference), full=True, datastore_id=site.datastore),
                 cpu=proxmoxve.VmLegacyCpuArgs(cores=site.cores, type="host"),
                 memory=proxmoxve.VmLegacyMemoryArgs(dedicated=site.memory_mb),
                 network_devices=[

@@ -269,6 +269,8 @@ def test_prober_user_data_runs_blackbox_on_its_private_address() -> None:
     files = {f.path: f.content for f in boot.files}
     assert "--web.listen-address=10.10.32.10:9115" in files["/etc/systemd/system/prometheus-blackbox-exporter.service"]
     assert "prober: icmp" in files["/etc/prometheus/blackbox.yml"] and all(f.defer for f in boot.files)
+    # The worker role installs blackbox_exporter disabled: the prober enables it.
+    assert ("systemctl", "enable", "prometheus-blackbox-exporter.service") in boot.commands
 
 
 def test_push_sets_wait_for_first_boot_and_keep_secrets_to_their_users(offline_runs: dict[str, OfflineRun]) -> None:

@@ -112,6 +112,36 @@ BAD_CONFIGS: list[tuple[str, Mutation, str, str]] = [
     ),
     ("notification-url-not-a-url", set_key("resinfra:notificationWebhookUrl", "hooks.example.org/x"), "resinfra:notificationWebhookUrl", "--secret"),
     ("latency-threshold-zero", set_key("resinfra:tooling", {"latencyThresholdMs": 0}), "resinfra:tooling.latencyThresholdMs", "greater than or equal to 1"),
+    # Images (images/): the retired one-image key, lookups packer mode needs, roles a site has.
+    ("retired-image-key", set_site("hetzner", "image", "my-snapshot"), "resinfra:sites[2].image", 'overrides: {worker: "my-snapshot", gateway: "my-snapshot"'),
+    ("image-mode-typo", set_site("hetzner", "images", {"mode": "baked"}), "resinfra:sites[2].images.mode", "'stock' or 'packer'"),
+    ("images-unknown-key", set_site("gcp", "images", {"family": "x"}), "resinfra:sites[0].images.family", "known keys here: mode, name, overrides, project"),
+    ("azure-packer-without-resource-group", set_site("azure", "images", {"mode": "packer"}), "resinfra:sites[1].images.resourceGroup", "resource_group"),
+    (
+        "proxmox-packer-without-templates",
+        set_site("proxmox", "images", {"mode": "packer", "templates": {"worker": 9001}}),
+        "resinfra:sites[3].images.templates",
+        "gateway role",
+    ),
+    ("gateway-image-on-gcp", set_site("gcp", "images", {"overrides": {"gateway": "x"}}), "resinfra:sites[0].images.overrides.gateway", "no gateway VM"),
+    (
+        "hcloud-selector-syntax",
+        set_site("hetzner", "images", {"mode": "packer", "selector": "resinfra-build = 1"}),
+        "resinfra:sites[2].images.selector",
+        "label selector",
+    ),
+    (
+        "hcloud-selector-with-role",
+        set_site("hetzner", "images", {"selector": "resinfra-role=worker"}),
+        "resinfra:sites[2].images.selector",
+        "remove the resinfra-role term",
+    ),
+    (
+        "azure-override-not-an-id",
+        set_site("azure", "images", {"overrides": {"worker": "ubuntu"}}),
+        "resinfra:sites[1].images.overrides.worker",
+        "resource id: /subscriptions/",
+    ),
 ]
 
 

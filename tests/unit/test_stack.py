@@ -256,10 +256,11 @@ def test_cloud_init_contents(offline_runs: dict[str, OfflineRun]) -> None:
         paths = {w["path"]: w["content"] for w in doc["write_files"]}
         assert "PasswordAuthentication no" in paths["/etc/ssh/sshd_config.d/50-resinfra.conf"]
         assert f"--web.listen-address={machine['privateIp']}:9100" in paths["/etc/default/prometheus-node-exporter"]
-        assert "prometheus-node-exporter" in doc["packages"]
+        # Stock images: the role's provisioning source runs first (what it installs: tests/images).
+        assert doc["runcmd"][0] == ["bash", "/usr/local/lib/resinfra/provision/provision.sh", machine["role"]]
+        assert f"/usr/local/lib/resinfra/provision/{machine['role']}.sh" in paths
+        assert ["systemctl", "enable", "prometheus-node-exporter"] in doc["runcmd"]
         is_gateway = machine["role"] == "gateway"
-        assert ("strongswan-swanctl" in doc["packages"]) is is_gateway
-        assert ("net.ipv4.ip_forward = 1" in paths.get("/etc/sysctl.d/60-resinfra-gateway.conf", "")) is is_gateway
         routes = paths.get("/etc/systemd/system/resinfra-routes.service", "")
         # Only Proxmox workers route the supernet themselves (their bridge has no router).
         assert (f"ip route replace {SUPERNET} via 10.10.64.4" in routes) is (machine["site"] == "proxmox" and not is_gateway)

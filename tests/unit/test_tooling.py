@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from resinfra.offline import OfflineRun, run_offline
 from resinfra.remote import script_hash
 from resinfra.tooling import TYPE_TOKEN
 from tests.conftest import STACK_SHAPES, dev_config, shape
+from tests.images.test_one_source import boot_provisioning, listing
 from tests.unit.test_stack import ADMIN_CIDRS, public_rules
 
 SENTINEL_URL = "https://hooks.example.org/services/notify-url-sentinel-42"
@@ -56,11 +58,13 @@ def test_tooling_site_picks_any_provider(site: str) -> None:
     assert pushes(run)["config"].inputs["connection"]["host"] == tooling_of(run)["publicIp"]
     # The mesh probes from the resinfra VM itself on its site, from the first worker elsewhere.
     user_data = {f.machine: yaml.safe_load(f.content) for f in run.files if f.purpose == "cloud-init"}
-    assert "prometheus-blackbox-exporter" not in user_data[f"ri-dev-{site}-worker-1"]["packages"]
+    # Every worker has blackbox_exporter (images/provision/worker.sh); the prober's user-data enables it.
+    enables_blackbox = ["systemctl", "enable", "prometheus-blackbox-exporter.service"]
+    assert enables_blackbox not in user_data[f"ri-dev-{site}-worker-1"]["runcmd"]
     for other in {"gcp", "azure", "hetzner", "proxmox"} - {site}:
-        assert "prometheus-blackbox-exporter" in user_data[f"ri-dev-{other}-worker-1"]["packages"]
-        assert "prometheus-blackbox-exporter" not in user_data[f"ri-dev-{other}-worker-2"]["packages"]
-    assert "grafana" in user_data[f"ri-dev-{site}-tooling"]["packages"]
+        assert enables_blackbox in user_data[f"ri-dev-{other}-worker-1"]["runcmd"]
+        assert enables_blackbox not in user_data[f"ri-dev-{other}-worker-2"]["runcmd"]
+    assert user_data[f"ri-dev-{site}-tooling"]["runcmd"][0] == ["bash", "/usr/local/lib/resinfra/provision/provision.sh", "tooling"]
 
 
 @pytest.mark.parametrize("site", ["gcp", "azure", "hetzner", "proxmox"])
@@ -75,13 +79,15 @@ def test_the_resinfra_vm_exposes_only_ssh_from_admin_networks(site: str) -> None
         assert (protocol, port, sources) == ("tcp", "22", ADMIN_CIDRS)
 
 
-def test_the_user_data_installs_grafana_from_its_repository(offline_runs: dict[str, OfflineRun]) -> None:
+def test_the_user_data_installs_grafana_from_its_repository(offline_runs: dict[str, OfflineRun], tmp_path: Path) -> None:
     run = offline_runs["all-four"]
-    doc = yaml.safe_load(next(f.content for f in run.files if f.machine == "ri-dev-hetzner-tooling" and f.purpose == "cloud-init"))
-    source = doc["apt"]["sources"]["grafana.list"]
-    assert source["source"] == "deb [signed-by=$KEY_FILE] https://apt.grafana.com stable main"
-    assert source["keyid"] == "B53AE77BADB630A683046005963FA27710458545"
-    assert {"prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter", "grafana"} <= set(doc["packages"])
+    user_data = next(f.content for f in run.files if f.machine == "ri-dev-hetzner-tooling" and f.purpose == "cloud-init")
+    role, root, _ = boot_provisioning(user_data, tmp_path, "tooling")
+    items = listing(root, role, tmp_path)
+    assert "apt-source grafana B53AE77BADB630A683046005963FA27710458545 https://apt.grafana.com stable main" in items
+    assert {f"package {p}" for p in ("prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter", "grafana")} <= set(items)
+    # The repository comes before the packages it serves.
+    assert items.index("apt-source grafana B53AE77BADB630A683046005963FA27710458545 https://apt.grafana.com stable main") < items.index("package grafana")
 
 
 def secret_run() -> OfflineRun:
