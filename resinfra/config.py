@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -214,6 +215,45 @@ class ToolingConfig(_Model):
     """Round trip between two sites above which CrossSiteLatencyHigh fires."""
 
 
+LIMIT_PATTERN = r"^([0-9]+|([0-9]|[1-9][0-9]|100)%)$"
+"""``maxUnhealthy``: a count of machines (``2``) or a percentage (``34%``)."""
+
+
+def _limit_text(value: Any) -> Any:
+    # YAML gives a bare count as an int; keep one text form for both.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Limit = Annotated[str, BeforeValidator(_limit_text), Field(pattern=LIMIT_PATTERN)]
+HEALER_BACKEND_SCHEMES = ("gs://", "azblob://", "s3://", "https://")
+
+
+class HealerConfig(_Model):
+    """The healer on the resinfra VM: where the stack's state is, and its thresholds (safe defaults)."""
+
+    backend_url: str | None = None
+    """Backend holding the stack's state (``gs://bucket``); the healer is deployed only when it is set."""
+    dry_run: bool = False
+    """Log every decision, replace nothing."""
+    startup_grace_seconds: int = Field(default=900, ge=0, le=86_400)
+    """Machines younger than this are never replaced (they may still be booting)."""
+    max_unhealthy: Limit = "34%"
+    """Remediation stops while more machines than this are unhealthy (a count or a percentage of all machines)."""
+    max_unhealthy_per_site: Limit = "50%"
+    """The same per site (a percentage of the site's machines, at least 1 when above 0 %)."""
+    cooldown_seconds: int = Field(default=600, ge=60, le=86_400)
+    """Wait after a machine's repair before it may be repaired again; doubles with each recent repair."""
+    max_backoff_seconds: int = Field(default=21_600, ge=60, le=604_800)
+    """Upper bound of that wait."""
+    flap_window_seconds: int = Field(default=3600, ge=60, le=604_800)
+    flap_threshold: int = Field(default=3, ge=2, le=100)
+    """A machine down this many times within ``flapWindowSeconds`` is left to a human."""
+    repair_gateways: bool = False
+    """Replace a strongSwan gateway VM when its site alone is partitioned (and a gateway VM that NodeDown reports)."""
+    repair_timeout_seconds: int = Field(default=2700, ge=300, le=21_600)
+    """An update that takes longer is interrupted (SIGINT, then SIGTERM) and counted as failed."""
+
+
 MAX_EGRESS_GB_PER_MONTH = 1_000_000
 """1 PB a month per site: beyond any plausible figure, so a bigger one is a unit mistake."""
 
@@ -248,6 +288,8 @@ class StackConfig(_Model):
     tooling: ToolingConfig = Field(default_factory=ToolingConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
     """Assumptions of the cost estimate; nothing is declared from them."""
+    healer: HealerConfig = Field(default_factory=HealerConfig)
+    """The healer's backend and thresholds."""
 
     @property
     def supernet_network(self) -> ipaddress.IPv4Network:
@@ -298,7 +340,7 @@ def _known_fields(loc: list[str | int], raw: Mapping[str, Any]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-NESTED_MODELS: dict[str, type[BaseModel]] = {"tooling": ToolingConfig, "cost": CostConfig}
+NESTED_MODELS: dict[str, type[BaseModel]] = {"tooling": ToolingConfig, "cost": CostConfig, "healer": HealerConfig}
 
 PROVIDER_MODELS: dict[str, type[BaseModel]] = {
     Provider.GCP: GcpSite,
@@ -367,6 +409,18 @@ _PATTERN_FIXES = {
     "zone": "use a GCP zone such as europe-west3-a",
     "location": "use an Azure region name such as westeurope (lowercase, no spaces)",
     "resourceGroup": "use at most 90 letters, digits, '-', '_', '.', '(' or ')', not ending with '.'",
+    "maxUnhealthy": "give a count of machines (2) or a percentage from 0% to 100% (34%)",
+    "maxUnhealthyPerSite": "give a count of machines (1) or a percentage from 0% to 100% (50%)",
+}
+
+
+_HEALER_BOUNDS_FIXES = {
+    "startupGraceSeconds": "give 0 to 86400 seconds (the default 900 covers a slow first boot)",
+    "cooldownSeconds": "give 60 to 86400 seconds between two repairs of one machine",
+    "maxBackoffSeconds": "give 60 to 604800 seconds, at least cooldownSeconds",
+    "flapWindowSeconds": "give 60 to 604800 seconds",
+    "flapThreshold": "give 2 to 100 down episodes",
+    "repairTimeoutSeconds": "give 300 to 21600 seconds (an Azure VM replacement takes several minutes)",
 }
 
 
@@ -382,6 +436,8 @@ def _bounds_fix(loc: list[str | int]) -> str:
         return f"give the GB each site sends to the internet a month, from 0 to {MAX_EGRESS_GB_PER_MONTH}"
     if field in ("adminCidrs", "sites"):
         return f"list at least one entry under {key_path(loc)}"
+    if loc[:1] == ["healer"]:
+        return _HEALER_BOUNDS_FIXES.get(field, "see the healer keys in README.md's configuration reference")
     return "see the configuration reference in README.md"
 
 
@@ -500,6 +556,7 @@ def check_stack(cfg: StackConfig) -> list[Problem]:
             asn_owner.setdefault(site.asn, i)
 
     problems += _check_mesh(cfg)
+    problems += _check_healer(cfg.healer)
 
     # Overlap checks after duplicate site numbers would only repeat those problems.
     if not problems:
@@ -545,6 +602,30 @@ def _check_mesh(cfg: StackConfig) -> list[Problem]:
             continue
         peers = [s for s in named if s.name != site.name]
         problems += [Problem(key_path(["sites", i, "name"]), msg, fix) for msg, fix in naming.check_mesh_names(cfg.prefix, site, peers)]
+    return problems
+
+
+def _check_healer(healer: HealerConfig) -> list[Problem]:
+    """The healer's backend must be one the resinfra VM can reach; its backoff must not be shorter than its cooldown."""
+    problems: list[Problem] = []
+    url = healer.backend_url
+    if url is not None and not url.startswith(HEALER_BACKEND_SCHEMES):
+        local = url.startswith("file://")
+        problems.append(
+            Problem(
+                key_path(["healer", "backendUrl"]),
+                f"{url!r} is {'a backend on one machine only' if local else 'not a Pulumi backend URL'}: the healer on the resinfra VM runs the same stack",
+                "use the shared backend the stack lives in (gs://bucket, azblob://container, s3://bucket or https://api.pulumi.com), or leave it unset to deploy no healer",
+            )
+        )
+    if healer.max_backoff_seconds < healer.cooldown_seconds:
+        problems.append(
+            Problem(
+                key_path(["healer", "maxBackoffSeconds"]),
+                f"{healer.max_backoff_seconds} is shorter than cooldownSeconds ({healer.cooldown_seconds})",
+                "give maxBackoffSeconds at least the cooldown",
+            )
+        )
     return problems
 
 
