@@ -175,6 +175,8 @@ def automation_up(request: UpRequest, timeout: float) -> RepairResult:
             result["value"] = RepairResult(Outcome.LOCKED, str(err)[-1000:])
         except auto.CommandError as err:
             result["value"] = RepairResult(Outcome.FAILED, str(err)[-2000:])
+        except Exception as err:  # the SDK parsing the CLI's answer, a missing project: a failed repair, not a dead worker
+            result["value"] = RepairResult(Outcome.FAILED, f"{type(err).__name__}: {err}"[-2000:])
 
     worker = threading.Thread(target=run, name="pulumi-up", daemon=True)
     worker.start()

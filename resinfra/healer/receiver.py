@@ -57,7 +57,7 @@ class Receiver:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="healer-http", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="healer-http", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

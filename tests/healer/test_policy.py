@@ -133,7 +133,12 @@ CASES = [
         {("site proxmox", Kind.REFUSE, Reason.SITE_PARTITIONED), ("site gcp", Kind.REFUSE, Reason.SITE_PARTITIONED)},
         settings=GATEWAYS_ON,
     ),
-    Case("managed-gateway-site-partition-only-notifies", [site_unreachable("azure", NOW - 60)], {("site azure", Kind.REFUSE, Reason.SITE_PARTITIONED)}, settings=GATEWAYS_ON),
+    Case(
+        "managed-gateway-site-partition-only-notifies",
+        [site_unreachable("azure", NOW - 60)],
+        {("site azure", Kind.REFUSE, Reason.SITE_PARTITIONED)},
+        settings=GATEWAYS_ON,
+    ),
 ]
 
 RULE_CASES: dict[str, list[str]] = {
