@@ -28,7 +28,8 @@ REPAIR_DURATION = f"{METRIC_PREFIX}_repair_duration_seconds"
 REPAIR_IN_FLIGHT = f"{METRIC_PREFIX}_repair_in_flight"
 DRY_RUN = f"{METRIC_PREFIX}_dry_run"
 REJECTED_REQUESTS = f"{METRIC_PREFIX}_rejected_requests_total"
-"""Metric names, as the dashboard and tests spell them (prometheus_client adds ``_total`` to counters itself)."""
+"""Metric names, as the dashboard and tests spell them (prometheus_client adds ``_total`` to counters itself).
+The repair counters label the machine's role ``machine_role``: the scrape job's own ``role`` label (the resinfra VM's) would shadow ``role``."""
 
 REPAIR_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 7200)
 """Seconds: a Hetzner server is replaced in about a minute, an Azure VM in several."""
@@ -50,9 +51,11 @@ class Metrics:
         r = self.registry
         self.alerts_received = Counter(ALERTS_RECEIVED.removesuffix("_total"), "Alerts received from Alertmanager.", ["alertname", "status"], registry=r)
         self.decisions = Counter(DECISIONS.removesuffix("_total"), "Decisions taken, by kind and reason.", ["kind", "reason"], registry=r)
-        self.repairs_started = Counter(REPAIRS_STARTED.removesuffix("_total"), "Repairs started.", ["role"], registry=r)
-        self.repairs_succeeded = Counter(REPAIRS_SUCCEEDED.removesuffix("_total"), "Repairs that finished well.", ["role"], registry=r)
-        self.repairs_failed = Counter(REPAIRS_FAILED.removesuffix("_total"), "Repairs that failed, timed out or found the stack locked.", ["role"], registry=r)
+        self.repairs_started = Counter(REPAIRS_STARTED.removesuffix("_total"), "Repairs started.", ["machine_role"], registry=r)
+        self.repairs_succeeded = Counter(REPAIRS_SUCCEEDED.removesuffix("_total"), "Repairs that finished well.", ["machine_role"], registry=r)
+        self.repairs_failed = Counter(
+            REPAIRS_FAILED.removesuffix("_total"), "Repairs that failed, timed out or found the stack locked.", ["machine_role"], registry=r
+        )
         self.repair_duration = Histogram(REPAIR_DURATION, "Duration of repairs, from start to end.", registry=r, buckets=REPAIR_BUCKETS)
         self.in_flight = Gauge(REPAIR_IN_FLIGHT, "1 while a repair runs.", registry=r)
         self.dry_run = Gauge(DRY_RUN, "1 when the healer only logs what it would do.", registry=r)

@@ -358,6 +358,9 @@ class Rules:
     fleet: tuple[FleetRule, ...] = FLEET_RULES
 
 
+DEFAULT_RULES = Rules()
+
+
 def partitioned_sites(alerts: Sequence[Alert], resinfra_site: str | None) -> dict[str, str]:
     """Sites the resinfra VM cannot judge: SiteUnreachable fires, or a tunnel between it and the resinfra VM's site is down."""
     out: dict[str, str] = {}
@@ -400,7 +403,7 @@ def decide(
     history: History,
     now: float,
     settings: PolicySettings,
-    rules: Rules = Rules(),
+    rules: Rules = DEFAULT_RULES,
 ) -> list[Decision]:
     """Every decision for the present moment: one per unhealthy machine, one per partitioned site.
 

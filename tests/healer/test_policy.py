@@ -9,7 +9,7 @@ import pytest
 from resinfra.healer import policy
 from resinfra.healer.alerts import Alert
 from resinfra.healer.inventory import Machine
-from resinfra.healer.policy import History, Kind, Limit, PolicySettings, Reason, Repair, Rules, backoff_until, decide, without
+from resinfra.healer.policy import DEFAULT_RULES, History, Kind, Limit, PolicySettings, Reason, Repair, Rules, backoff_until, decide, without
 from tests.healer.helpers import NOW, inventory, node_down, site_unreachable, tunnel_down
 
 SETTINGS = PolicySettings()
@@ -158,7 +158,7 @@ RULE_CASES: dict[str, list[str]] = {
 }
 
 
-def outcome(case: Case, rules: Rules = Rules()) -> set[tuple[str, Kind, Reason]]:
+def outcome(case: Case, rules: Rules = DEFAULT_RULES) -> set[tuple[str, Kind, Reason]]:
     decisions = decide(case.machines, case.alerts, case.history, NOW, case.settings, rules)
     return {(d.machine or f"site {d.site}", d.kind, d.reason) for d in decisions}
 
