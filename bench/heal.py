@@ -52,35 +52,36 @@ def main() -> int:
     machines = parse_inventory(run.outputs["inventory"])
     timeout = 3 * (timings.scrape_interval + timings.node_down_for + timings.evaluation_interval) + 30
     fired, started, resolved = [], [], []
-    with tempfile.TemporaryDirectory(prefix="rh-heal-") as workdir:
-        with running(plan, Path(workdir), timings, healer_stand_in=False) as local, running_healer(local, machines, Path(workdir)) as healer:
+    with (
+        tempfile.TemporaryDirectory(prefix="rh-heal-") as workdir,
+        running(plan, Path(workdir), timings, healer_stand_in=False) as local,
+        running_healer(local, machines, Path(workdir)) as healer,
+    ):
+        local.wait_for_all_targets(timeout=180)
+        workers = [n for n in plan.nodes if n.role == "worker"]
+        for i in range(args.runs):
+            node = workers[i % len(workers)].node
+            killed = time.time()
+            local.kill_node(node)
+            alert = healer.wait_for_event(
+                lambda r, node=node: r["event"] == "alert" and r["alertname"] == "NodeDown" and r["status"] == "firing" and r["labels"].get("node") == node,
+                killed,
+                timeout,
+            )
+            repair = healer.wait_for_event(lambda r, node=node: r["event"] == "repair-started" and r["machine"] == node, killed, timeout)
+            back = healer.wait_for_event(
+                lambda r, node=node: r["event"] == "alert" and r["alertname"] == "NodeDown" and r["status"] == "resolved" and r["labels"].get("node") == node,
+                killed,
+                timeout,
+            )
+            fired.append(alert["ts"] - killed)
+            started.append(repair["ts"] - killed)
+            resolved.append(back["ts"] - killed)
+            print(
+                f"run {i + 1}: {node}: NodeDown {fired[-1]:.2f} s, repair started {started[-1]:.2f} s, resolved {resolved[-1]:.2f} s after the kill",
+                flush=True,
+            )
             local.wait_for_all_targets(timeout=180)
-            workers = [n for n in plan.nodes if n.role == "worker"]
-            for i in range(args.runs):
-                node = workers[i % len(workers)].node
-                killed = time.time()
-                local.kill_node(node)
-                alert = healer.wait_for_event(
-                    lambda r, node=node: r["event"] == "alert" and r["alertname"] == "NodeDown" and r["status"] == "firing" and r["labels"].get("node") == node,
-                    killed,
-                    timeout,
-                )
-                repair = healer.wait_for_event(lambda r, node=node: r["event"] == "repair-started" and r["machine"] == node, killed, timeout)
-                back = healer.wait_for_event(
-                    lambda r, node=node: (
-                        r["event"] == "alert" and r["alertname"] == "NodeDown" and r["status"] == "resolved" and r["labels"].get("node") == node
-                    ),
-                    killed,
-                    timeout,
-                )
-                fired.append(alert["ts"] - killed)
-                started.append(repair["ts"] - killed)
-                resolved.append(back["ts"] - killed)
-                print(
-                    f"run {i + 1}: {node}: NodeDown {fired[-1]:.2f} s, repair started {started[-1]:.2f} s, resolved {resolved[-1]:.2f} s after the kill",
-                    flush=True,
-                )
-                local.wait_for_all_targets(timeout=180)
     print()
     print(f"timings: scrape {timings.scrape_interval} s, evaluation {timings.evaluation_interval} s, NodeDown for {timings.node_down_for} s")
     print(summary("kill -> NodeDown at the healer", fired))

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -147,7 +147,7 @@ def test_refusals_are_notified_once(harness: Harness) -> None:
 
 
 class Capture(BaseHTTPRequestHandler):
-    bodies: list[dict[str, Any]] = []
+    bodies: ClassVar[list[dict[str, Any]]] = []
 
     def do_POST(self) -> None:
         Capture.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
