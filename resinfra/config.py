@@ -33,10 +33,34 @@ NAMESPACE = "resinfra"
 SECRET_KEYS = frozenset({"sshPrivateKey"})
 """Secret ``resinfra:*`` keys: never part of the validated model (so never in a message or
 repr); the program reads them as Pulumi secrets. Each must be present."""
-OPTIONAL_SECRET_KEYS = frozenset({"notificationWebhookUrl"})
+OPTIONAL_SECRET_KEYS = frozenset({"notificationWebhookUrl", "healerEnvironment", "healerGoogleCredentials"})
 """Secret ``resinfra:*`` keys that may be absent; handled like :data:`SECRET_KEYS` otherwise."""
 URL_SECRET_KEYS = frozenset({"notificationWebhookUrl"})
 """Secret keys whose value must be an http(s) URL (checked without ever echoing the value)."""
+HEALER_ENVIRONMENT_NAMES = frozenset(
+    {
+        # Hetzner, Azure (a service principal), Proxmox: the providers read these when their config keys are unset.
+        "HCLOUD_TOKEN",
+        "ARM_CLIENT_ID",
+        "ARM_CLIENT_SECRET",
+        "ARM_TENANT_ID",
+        "ARM_SUBSCRIPTION_ID",
+        "PROXMOX_VE_ENDPOINT",
+        "PROXMOX_VE_API_TOKEN",
+        "PROXMOX_VE_USERNAME",
+        "PROXMOX_VE_PASSWORD",
+        # Backends and secrets providers other than GCS/Cloud KMS (those use healerGoogleCredentials).
+        "PULUMI_CONFIG_PASSPHRASE",
+        "PULUMI_ACCESS_TOKEN",
+        "AZURE_STORAGE_ACCOUNT",
+        "AZURE_STORAGE_KEY",
+        "AZURE_KEYVAULT_AUTH_VIA_CLI",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+    }
+)
+"""Variables ``resinfra:healerEnvironment`` may set for the healer's pulumi runs (an allow-list: nothing else reaches its environment)."""
 
 MIN_WORKERS = 1
 MAX_WORKERS = 100
@@ -713,6 +737,50 @@ def _is_http_url(value: str) -> bool:
     return re.match(r"^https?://[^/\s]+(/\S*)?$", value.strip()) is not None
 
 
+def _json_secret(values: Mapping[str, Any], key: str) -> tuple[bool, Any]:
+    """(present, decoded value) of a secret config key whose value is structured (JSON text or already decoded)."""
+    value = values.get(f"{NAMESPACE}:{key}")
+    if not value:
+        return False, None
+    if isinstance(value, str):
+        try:
+            return True, json.loads(value)
+        except json.JSONDecodeError:
+            return True, None
+    return True, value
+
+
+def _healer_secret_problems(values: Mapping[str, Any]) -> list[Problem]:
+    """The healer's credentials: checked for shape only, never echoed."""
+    problems = []
+    present, env = _json_secret(values, "healerEnvironment")
+    if present:
+        key = key_path(["healerEnvironment"])
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            problems.append(
+                Problem(
+                    key,
+                    "is not a map of variable names to text (the value is a secret and is not shown)",
+                    f"run: pulumi config set --secret --path '{key}.HCLOUD_TOKEN' <token>",
+                )
+            )
+        else:
+            unknown = sorted(str(k) for k in env if k not in HEALER_ENVIRONMENT_NAMES)
+            if unknown:
+                problems.append(
+                    Problem(key, f"sets {', '.join(unknown)}, which the healer does not pass on", f"use only {', '.join(sorted(HEALER_ENVIRONMENT_NAMES))}")
+                )
+    present, credentials = _json_secret(values, "healerGoogleCredentials")
+    if present and not (isinstance(credentials, dict) and credentials.get("type") == "service_account"):
+        key = key_path(["healerGoogleCredentials"])
+        problems.append(
+            Problem(
+                key, "is not a service-account key JSON (the value is a secret and is not shown)", f"run: pulumi config set --secret {key} < healer-key.json"
+            )
+        )
+    return problems
+
+
 def load(values: Mapping[str, Any]) -> StackConfig:
     """Validate ``resinfra:*`` config and return it, or raise :class:`ConfigError`.
 
@@ -741,6 +809,7 @@ def load(values: Mapping[str, Any]) -> StackConfig:
         for key in sorted(URL_SECRET_KEYS)
         if values.get(f"{NAMESPACE}:{key}") and not _is_http_url(str(values[f"{NAMESPACE}:{key}"]))
     ]
+    secret_problems += _healer_secret_problems(values)
     try:
         cfg = _STACK_ADAPTER.validate_python(raw, by_alias=True, by_name=False)
     except ValidationError as exc:

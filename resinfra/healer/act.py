@@ -138,6 +138,14 @@ def _pulumi_children() -> list[int]:
     return found
 
 
+def interrupt_pulumi() -> int:
+    """SIGINT to every ``pulumi`` CLI this process started (Pulumi finishes the operations in progress, then stops); returns how many."""
+    children = _pulumi_children()
+    for pid in children:
+        os.kill(pid, signal.SIGINT)
+    return len(children)
+
+
 INTERRUPT_GRACE = 120.0
 """Seconds between SIGINT (Pulumi finishes the resource operations in progress, then stops)
 and SIGTERM, after a repair's timeout."""
@@ -184,8 +192,7 @@ def automation_up(request: UpRequest, timeout: float) -> RepairResult:
     if worker.is_alive():
         # Never `pulumi cancel`: that may cut a resource operation in half. SIGINT lets the
         # CLI finish what is in progress and stop; SIGTERM if it does not.
-        for pid in _pulumi_children():
-            os.kill(pid, signal.SIGINT)
+        interrupt_pulumi()
         worker.join(INTERRUPT_GRACE)
         for pid in _pulumi_children():
             os.kill(pid, signal.SIGTERM)

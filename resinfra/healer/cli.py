@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from resinfra.healer.act import CommandActuator, PulumiActuator, PulumiCliMissing, StackRef, require_pulumi_cli
+from resinfra.healer.act import CommandActuator, PulumiActuator, PulumiCliMissing, StackRef, interrupt_pulumi, require_pulumi_cli
 from resinfra.healer.alerts import PayloadError
 from resinfra.healer.inventory import InventoryError, load_inventory
 from resinfra.healer.journal import Journal
@@ -123,5 +123,8 @@ def cmd_heal(args: argparse.Namespace) -> int:
     print(f"resinfra healer listening on {receiver.host}:{receiver.port}", flush=True)
     stopping.wait()
     receiver.stop()
-    healer.stop()
+    if healer.repairing and interrupt_pulumi():
+        print("resinfra heal: stopping during a repair: pulumi interrupted, waiting for it to finish what it started", file=sys.stderr)
+    # Within the unit's TimeoutStopSec (300 s): what is still running then is killed.
+    healer.stop(repair_grace=240)
     return 0

@@ -119,11 +119,16 @@ class Healer:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self) -> None:
+    @property
+    def repairing(self) -> bool:
+        return self.journal.history(self.clock()).in_flight is not None
+
+    def stop(self, repair_grace: float = 5) -> None:
+        """Stop deciding; give a running repair ``repair_grace`` seconds to end (else the journal marks it interrupted at the next start)."""
         self._stop.set()
         self._jobs.put(None)
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=repair_grace if thread.name == "healer-repairs" else 5)
         self.notifier.flush()
 
     # -- detect
