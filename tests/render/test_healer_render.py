@@ -12,8 +12,6 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from resinfra import stack
 from resinfra.config import HealerConfig
 from resinfra.healer.settings import HealerSettings, read_environment_file
