@@ -22,22 +22,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-import yaml
+from common import dev_stack, summary
 
 from resinfra import stack
 from resinfra.healer.inventory import parse_inventory
 from resinfra.healer.local import running_healer
 from resinfra.monitoring_local import LOCAL_TIMINGS, running
-from resinfra.offline import run_offline
 from resinfra.render.monitoring import AlertTimings
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def summary(label: str, values: list[float]) -> str:
-    return f"{label:36s} median {statistics.median(values):6.2f} s   min {min(values):6.2f} s   max {max(values):6.2f} s   (n={len(values)})"
 
 
 def main() -> int:
@@ -46,8 +40,7 @@ def main() -> int:
     parser.add_argument("--production", action="store_true", help="production timings (slow)")
     args = parser.parse_args()
     timings = AlertTimings() if args.production else LOCAL_TIMINGS
-    values: dict[str, Any] = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
-    run = run_offline(values)
+    run = dev_stack()
     plan = stack.monitoring_plan(run.config, run.result.sites)
     machines = parse_inventory(run.outputs["inventory"])
     timeout = 3 * (timings.scrape_interval + timings.node_down_for + timings.evaluation_interval) + 30
@@ -84,9 +77,9 @@ def main() -> int:
             local.wait_for_all_targets(timeout=180)
     print()
     print(f"timings: scrape {timings.scrape_interval} s, evaluation {timings.evaluation_interval} s, NodeDown for {timings.node_down_for} s")
-    print(summary("kill -> NodeDown at the healer", fired))
-    print(summary("kill -> repair started", started))
-    print(summary("kill -> NodeDown resolved at the healer", resolved))
+    print(summary("kill -> NodeDown at the healer", fired, 36))
+    print(summary("kill -> repair started", started, 36))
+    print(summary("kill -> NodeDown resolved at the healer", resolved, 40))
     print(
         f"decision time (NodeDown at the healer -> repair started): median {statistics.median(s - f for s, f in zip(started, fired, strict=True)) * 1000:.1f} ms"
     )

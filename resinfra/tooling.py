@@ -109,19 +109,7 @@ class ToolingVm(pulumi.ComponentResource):
 
         # In order: secrets before the services start, targets, then configs (whose push starts them).
         self.pushes = {}
-        previous: list[pulumi.Resource] = []
-        for push_set, files in push_sets:
-            command = push_files(
-                f"{name}-push-{push_set.purpose}",
-                args.node,
-                files,
-                push_set.then,
-                args.ssh,
-                pulumi.ResourceOptions.merge(push_opts, pulumi.ResourceOptions(depends_on=previous)),
-                before=push_set.before,
-            )
-            self.pushes[push_set.purpose] = command
-            previous = [command]
+        previous = self._push_in_order(name, args, push_sets, push_opts, [])
         if args.healer is not None:
             self._push_healer(name, args, args.healer, push_opts, previous)
         self.register_outputs(
@@ -148,11 +136,22 @@ class ToolingVm(pulumi.ComponentResource):
         program = healer_push(layout, tooling, healer.config, healer.stack, healer.bundle, shape)
         self.files += [PushedFile(secrets_shape.purpose, f.path, secrets.apply(lambda s, i=i: s.files[i].content)) for i, f in enumerate(secrets_shape.files)]
         self.files += [PushedFile(program.purpose, f.path, pulumi.Output.from_input(f.content)) for f in program.files]
-        previous = after
         # The program push carries the project bundle (~250 KB of base64): wrapped as a secret so
         # previews and pull-request comments show "[secret]" instead of a diff of that text.
         bundle_files = pulumi.Output.secret(list(program.files))
-        for push_set, files in ((secrets_shape, secrets.apply(lambda s: list(s.files))), (program, bundle_files)):
+        self._push_in_order(name, args, [(secrets_shape, secrets.apply(lambda s: list(s.files))), (program, bundle_files)], opts, after)
+
+    def _push_in_order(
+        self,
+        name: str,
+        args: ToolingVmArgs,
+        push_sets: Sequence[tuple[PushSet, pulumi.Input[Sequence[FileToPush]]]],
+        opts: pulumi.ResourceOptions,
+        after: list[pulumi.Resource],
+    ) -> list[pulumi.Resource]:
+        """One push command per set, each waiting for the one before (the first for ``after``); returns the last."""
+        previous: list[pulumi.Resource] = list(after)
+        for push_set, files in push_sets:
             command = push_files(
                 f"{name}-push-{push_set.purpose}",
                 args.node,
@@ -164,3 +163,4 @@ class ToolingVm(pulumi.ComponentResource):
             )
             self.pushes[push_set.purpose] = command
             previous = [command]
+        return previous
