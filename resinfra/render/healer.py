@@ -181,14 +181,17 @@ def bundle_digest(bundle: bytes) -> str:
 def healer_push(layout: HealerLayout, tooling: ToolingLayout, healer: HealerConfig, stack: str, bundle: bytes, secrets_shape: HealerSecrets) -> PushSet:
     """The healer's program push: bundle, settings, unit, install script; runs the install (which restarts the service)."""
     q = shlex.quote
+    owner = f"{layout.user}:{layout.user}"
     return PushSet(
         purpose="healer",
         files=(
-            FileToPush(layout.settings_file, render_settings(layout, tooling, healer, stack, secrets_shape), "0644"),
+            # Readable by the healer only, like its credentials: it names the backend and the stack.
+            FileToPush(layout.settings_file, render_settings(layout, tooling, healer, stack, secrets_shape), "0400", owner),
             FileToPush(f"{layout.systemd_dir}/{HEALER_UNIT}", render_healer_unit(layout), "0644"),
-            FileToPush(layout.install_script, render_install_script(layout), "0755"),
-            # base64: the push script carries text. The digest in the name of the check below ties it to this bundle.
-            FileToPush(layout.bundle_file, base64.b64encode(bundle).decode(), "0644"),
+            # Root's alone: the install script runs as root from the push.
+            FileToPush(layout.install_script, render_install_script(layout), "0700"),
+            # base64: the push script carries text. The install script checks the digest it is given against it.
+            FileToPush(layout.bundle_file, base64.b64encode(bundle).decode(), "0600"),
         ),
         before=(WAIT_FOR_CLOUD_INIT, *_healer_dirs(layout)),
         then=(f"{q(layout.install_script)} {bundle_digest(bundle)}",),

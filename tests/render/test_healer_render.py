@@ -95,6 +95,9 @@ def test_the_program_push_installs_this_bundle() -> None:
     files = {f.path: f.content for f in push.files}
     assert base64.b64decode(files["/usr/local/lib/resinfra-healer/project.tar.gz.b64"]) == bundle
     assert push.then == (f"/usr/local/lib/resinfra-healer/install.sh {bundle_digest(bundle)}",)
+    modes = {f.path: (f.mode, f.owner) for f in push.files}
+    assert modes["/etc/resinfra-healer/healer.json"] == ("0400", "resinfra-healer:resinfra-healer"), "the settings name the backend: the healer's alone"
+    assert modes["/usr/local/lib/resinfra-healer/install.sh"] == ("0700", "root:root")
 
 
 def test_the_settings_are_what_the_healer_reads() -> None:
