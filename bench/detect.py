@@ -15,18 +15,16 @@ uses the production timings (scrape 15 s, NodeDown after 60 s: about 80 s per ru
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from common import dev_stack, summary
 
 from resinfra import stack
 from resinfra.monitoring_local import LOCAL_TIMINGS, nodes_of, running
-from resinfra.offline import run_offline
 from resinfra.render.monitoring import AlertTimings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,18 +34,13 @@ def is_alert(name: str, status: str, **labels: str) -> Any:
     return lambda a: a["labels"].get("alertname") == name and a["status"] == status and all(a["labels"].get(k) == v for k, v in labels.items())
 
 
-def summary(label: str, values: list[float]) -> str:
-    return f"{label:32s} median {statistics.median(values):6.2f} s   min {min(values):6.2f} s   max {max(values):6.2f} s   (n={len(values)})"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description="Detection time on loopback: node_exporter killed -> NodeDown at the webhook.")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--production", action="store_true", help="production timings (slow)")
     args = parser.parse_args()
     timings = AlertTimings() if args.production else LOCAL_TIMINGS
-    values: dict[str, Any] = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
-    run = run_offline(values)
+    run = dev_stack()
     plan = stack.monitoring_plan(run.config, run.result.sites)
     timeout = 3 * (timings.scrape_interval + timings.node_down_for + timings.evaluation_interval) + 10
     detect, resolve = [], []

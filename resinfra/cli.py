@@ -269,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true", help="machine-readable output")
     output.add_argument("--markdown", action="store_true", help="a Markdown table (what the pull-request workflow posts)")
     diff.set_defaults(func=cmd_cost)
+
+    from resinfra.healer import cli as heal_cli
+
+    heal_cli.add_parser(sub, stack_args)
     return parser
 
 

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -32,10 +33,34 @@ NAMESPACE = "resinfra"
 SECRET_KEYS = frozenset({"sshPrivateKey"})
 """Secret ``resinfra:*`` keys: never part of the validated model (so never in a message or
 repr); the program reads them as Pulumi secrets. Each must be present."""
-OPTIONAL_SECRET_KEYS = frozenset({"notificationWebhookUrl"})
+OPTIONAL_SECRET_KEYS = frozenset({"notificationWebhookUrl", "healerEnvironment", "healerGoogleCredentials"})
 """Secret ``resinfra:*`` keys that may be absent; handled like :data:`SECRET_KEYS` otherwise."""
 URL_SECRET_KEYS = frozenset({"notificationWebhookUrl"})
 """Secret keys whose value must be an http(s) URL (checked without ever echoing the value)."""
+HEALER_ENVIRONMENT_NAMES = frozenset(
+    {
+        # Hetzner, Azure (a service principal), Proxmox: the providers read these when their config keys are unset.
+        "HCLOUD_TOKEN",
+        "ARM_CLIENT_ID",
+        "ARM_CLIENT_SECRET",
+        "ARM_TENANT_ID",
+        "ARM_SUBSCRIPTION_ID",
+        "PROXMOX_VE_ENDPOINT",
+        "PROXMOX_VE_API_TOKEN",
+        "PROXMOX_VE_USERNAME",
+        "PROXMOX_VE_PASSWORD",
+        # Backends and secrets providers other than GCS/Cloud KMS (those use healerGoogleCredentials).
+        "PULUMI_CONFIG_PASSPHRASE",
+        "PULUMI_ACCESS_TOKEN",
+        "AZURE_STORAGE_ACCOUNT",
+        "AZURE_STORAGE_KEY",
+        "AZURE_KEYVAULT_AUTH_VIA_CLI",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+    }
+)
+"""Variables ``resinfra:healerEnvironment`` may set for the healer's pulumi runs (an allow-list: nothing else reaches its environment)."""
 
 MIN_WORKERS = 1
 MAX_WORKERS = 100
@@ -273,6 +298,45 @@ class ToolingConfig(_Model):
     """Round trip between two sites above which CrossSiteLatencyHigh fires."""
 
 
+LIMIT_PATTERN = r"^([0-9]+|([0-9]|[1-9][0-9]|100)%)$"
+"""``maxUnhealthy``: a count of machines (``2``) or a percentage (``34%``)."""
+
+
+def _limit_text(value: Any) -> Any:
+    # YAML gives a bare count as an int; keep one text form for both.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Limit = Annotated[str, BeforeValidator(_limit_text), Field(pattern=LIMIT_PATTERN)]
+HEALER_BACKEND_SCHEMES = ("gs://", "azblob://", "s3://", "https://")
+
+
+class HealerConfig(_Model):
+    """The healer on the resinfra VM: where the stack's state is, and its thresholds (safe defaults)."""
+
+    backend_url: str | None = None
+    """Backend holding the stack's state (``gs://bucket``); the healer is deployed only when it is set."""
+    dry_run: bool = False
+    """Log every decision, replace nothing."""
+    startup_grace_seconds: int = Field(default=900, ge=0, le=86_400)
+    """Machines younger than this are never replaced (they may still be booting)."""
+    max_unhealthy: Limit = "34%"
+    """Remediation stops while more machines than this are unhealthy (a count or a percentage of all machines)."""
+    max_unhealthy_per_site: Limit = "50%"
+    """The same per site (a percentage of the site's machines, at least 1 when above 0 %)."""
+    cooldown_seconds: int = Field(default=600, ge=60, le=86_400)
+    """Wait after a machine's repair before it may be repaired again; doubles with each recent repair."""
+    max_backoff_seconds: int = Field(default=21_600, ge=60, le=604_800)
+    """Upper bound of that wait."""
+    flap_window_seconds: int = Field(default=3600, ge=60, le=604_800)
+    flap_threshold: int = Field(default=3, ge=2, le=100)
+    """A machine down this many times within ``flapWindowSeconds`` is left to a human."""
+    repair_gateways: bool = False
+    """Replace a strongSwan gateway VM when its site alone is partitioned (and a gateway VM that NodeDown reports)."""
+    repair_timeout_seconds: int = Field(default=2700, ge=300, le=21_600)
+    """An update that takes longer is interrupted (SIGINT, then SIGTERM) and counted as failed."""
+
+
 MAX_EGRESS_GB_PER_MONTH = 1_000_000
 """1 PB a month per site: beyond any plausible figure, so a bigger one is a unit mistake."""
 
@@ -307,6 +371,8 @@ class StackConfig(_Model):
     tooling: ToolingConfig = Field(default_factory=ToolingConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
     """Assumptions of the cost estimate; nothing is declared from them."""
+    healer: HealerConfig = Field(default_factory=HealerConfig)
+    """The healer's backend and thresholds."""
 
     @property
     def supernet_network(self) -> ipaddress.IPv4Network:
@@ -355,7 +421,7 @@ def _known_fields(loc: list[str | int], raw: Mapping[str, Any]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-NESTED_MODELS: dict[str, type[BaseModel]] = {"tooling": ToolingConfig, "cost": CostConfig}
+NESTED_MODELS: dict[str, type[BaseModel]] = {"tooling": ToolingConfig, "cost": CostConfig, "healer": HealerConfig}
 
 PROVIDER_MODELS: dict[str, type[BaseModel]] = {
     Provider.GCP: GcpSite,
@@ -467,6 +533,18 @@ _PATTERN_FIXES = {
     "zone": "use a GCP zone such as europe-west3-a",
     "location": "use an Azure region name such as westeurope (lowercase, no spaces)",
     "resourceGroup": "use at most 90 letters, digits, '-', '_', '.', '(' or ')', not ending with '.'",
+    "maxUnhealthy": "give a count of machines (2) or a percentage from 0% to 100% (34%)",
+    "maxUnhealthyPerSite": "give a count of machines (1) or a percentage from 0% to 100% (50%)",
+}
+
+
+_HEALER_BOUNDS_FIXES = {
+    "startupGraceSeconds": "give 0 to 86400 seconds (the default 900 covers a slow first boot)",
+    "cooldownSeconds": "give 60 to 86400 seconds between two repairs of one machine",
+    "maxBackoffSeconds": "give 60 to 604800 seconds, at least cooldownSeconds",
+    "flapWindowSeconds": "give 60 to 604800 seconds",
+    "flapThreshold": "give 2 to 100 down episodes",
+    "repairTimeoutSeconds": "give 300 to 21600 seconds (an Azure VM replacement takes several minutes)",
 }
 
 
@@ -482,6 +560,8 @@ def _bounds_fix(loc: list[str | int]) -> str:
         return f"give the GB each site sends to the internet a month, from 0 to {MAX_EGRESS_GB_PER_MONTH}"
     if field in ("adminCidrs", "sites"):
         return f"list at least one entry under {key_path(loc)}"
+    if loc[:1] == ["healer"]:
+        return _HEALER_BOUNDS_FIXES.get(field, "see the healer keys in README.md's configuration reference")
     return "see the configuration reference in README.md"
 
 
@@ -600,6 +680,7 @@ def check_stack(cfg: StackConfig) -> list[Problem]:
             asn_owner.setdefault(site.asn, i)
 
     problems += _check_mesh(cfg)
+    problems += _check_healer(cfg.healer)
 
     # Overlap checks after duplicate site numbers would only repeat those problems.
     if not problems:
@@ -645,6 +726,30 @@ def _check_mesh(cfg: StackConfig) -> list[Problem]:
             continue
         peers = [s for s in named if s.name != site.name]
         problems += [Problem(key_path(["sites", i, "name"]), msg, fix) for msg, fix in naming.check_mesh_names(cfg.prefix, site, peers)]
+    return problems
+
+
+def _check_healer(healer: HealerConfig) -> list[Problem]:
+    """The healer's backend must be one the resinfra VM can reach; its backoff must not be shorter than its cooldown."""
+    problems: list[Problem] = []
+    url = healer.backend_url
+    if url is not None and not url.startswith(HEALER_BACKEND_SCHEMES):
+        local = url.startswith("file://")
+        problems.append(
+            Problem(
+                key_path(["healer", "backendUrl"]),
+                f"{url!r} is {'a backend on one machine only' if local else 'not a Pulumi backend URL'}: the healer on the resinfra VM runs the same stack",
+                "use the shared backend the stack lives in (gs://bucket, azblob://container, s3://bucket or https://api.pulumi.com), or leave it unset to deploy no healer",
+            )
+        )
+    if healer.max_backoff_seconds < healer.cooldown_seconds:
+        problems.append(
+            Problem(
+                key_path(["healer", "maxBackoffSeconds"]),
+                f"{healer.max_backoff_seconds} is shorter than cooldownSeconds ({healer.cooldown_seconds})",
+                "give maxBackoffSeconds at least the cooldown",
+            )
+        )
     return problems
 
 
@@ -790,6 +895,50 @@ def _is_http_url(value: str) -> bool:
     return re.match(r"^https?://[^/\s]+(/\S*)?$", value.strip()) is not None
 
 
+def _json_secret(values: Mapping[str, Any], key: str) -> tuple[bool, Any]:
+    """(present, decoded value) of a secret config key whose value is structured (JSON text or already decoded)."""
+    value = values.get(f"{NAMESPACE}:{key}")
+    if not value:
+        return False, None
+    if isinstance(value, str):
+        try:
+            return True, json.loads(value)
+        except json.JSONDecodeError:
+            return True, None
+    return True, value
+
+
+def _healer_secret_problems(values: Mapping[str, Any]) -> list[Problem]:
+    """The healer's credentials: checked for shape only, never echoed."""
+    problems = []
+    present, env = _json_secret(values, "healerEnvironment")
+    if present:
+        key = key_path(["healerEnvironment"])
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            problems.append(
+                Problem(
+                    key,
+                    "is not a map of variable names to text (the value is a secret and is not shown)",
+                    f"run: pulumi config set --secret --path '{key}.HCLOUD_TOKEN' <token>",
+                )
+            )
+        else:
+            unknown = sorted(str(k) for k in env if k not in HEALER_ENVIRONMENT_NAMES)
+            if unknown:
+                problems.append(
+                    Problem(key, f"sets {', '.join(unknown)}, which the healer does not pass on", f"use only {', '.join(sorted(HEALER_ENVIRONMENT_NAMES))}")
+                )
+    present, credentials = _json_secret(values, "healerGoogleCredentials")
+    if present and not (isinstance(credentials, dict) and credentials.get("type") == "service_account"):
+        key = key_path(["healerGoogleCredentials"])
+        problems.append(
+            Problem(
+                key, "is not a service-account key JSON (the value is a secret and is not shown)", f"run: pulumi config set --secret {key} < healer-key.json"
+            )
+        )
+    return problems
+
+
 def load(values: Mapping[str, Any]) -> StackConfig:
     """Validate ``resinfra:*`` config and return it, or raise :class:`ConfigError`.
 
@@ -818,6 +967,7 @@ def load(values: Mapping[str, Any]) -> StackConfig:
         for key in sorted(URL_SECRET_KEYS)
         if values.get(f"{NAMESPACE}:{key}") and not _is_http_url(str(values[f"{NAMESPACE}:{key}"]))
     ]
+    secret_problems += _healer_secret_problems(values)
     try:
         cfg = _STACK_ADAPTER.validate_python(raw, by_alias=True, by_name=False)
     except ValidationError as exc:

@@ -101,7 +101,8 @@ class Delivery:
 
 @dataclass
 class WebhookReceiver:
-    """Stands in for the healer: records every authorised Alertmanager webhook, refuses the rest with 401."""
+    """Stands in for the healer: records every authorised Alertmanager webhook, refuses the rest with 401,
+    and serves the healer's metrics (all at zero) so its scrape job and dashboard have their series."""
 
     endpoint: Endpoint
     token: str
@@ -113,7 +114,20 @@ class WebhookReceiver:
     def start(self) -> None:
         receiver = self
 
+        from prometheus_client import generate_latest
+
+        from resinfra.healer.observe import Metrics
+
+        metrics = Metrics()
+
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = generate_latest(metrics.registry)
+                self.send_response(200 if self.path == "/metrics" else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.headers.get("Authorization") != f"Bearer {receiver.token}":
@@ -175,6 +189,8 @@ class LocalMonitoring:
     exporter_ports: dict[str, int]
     webhook: WebhookReceiver
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    healer_stand_in: bool = True
+    """False when the real healer listens at the layout's healer address (its end-to-end test)."""
 
     def _start(self, name: str, argv: list[str] | tuple[str, ...]) -> None:
         log = (self.workdir / "logs" / f"{name}.log").open("ab")
@@ -198,7 +214,8 @@ class LocalMonitoring:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         for directory in (self.plan.layout.prometheus_data_dir, self.plan.layout.alertmanager_data_dir):
             Path(directory).mkdir(parents=True, exist_ok=True)
-        self.webhook.start()
+        if self.healer_stand_in:
+            self.webhook.start()
         for node in self.exporter_ports:
             self.start_node(node)
         layout = self.plan.layout
@@ -215,7 +232,8 @@ class LocalMonitoring:
                 process.kill()
                 process.wait(timeout=10)
         self.processes.clear()
-        self.webhook.stop()
+        if self.healer_stand_in:
+            self.webhook.stop()
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Instant query against the local Prometheus."""
@@ -251,11 +269,14 @@ class LocalMonitoring:
 
 
 @contextmanager
-def running(plan: MonitoringPlan, workdir: Path, timings: AlertTimings = LOCAL_TIMINGS) -> Iterator[LocalMonitoring]:
-    """Render ``plan`` for this machine, start everything, yield it, stop everything (also on failure)."""
+def running(plan: MonitoringPlan, workdir: Path, timings: AlertTimings = LOCAL_TIMINGS, healer_stand_in: bool = True) -> Iterator[LocalMonitoring]:
+    """Render ``plan`` for this machine, start everything, yield it, stop everything (also on failure).
+
+    With ``healer_stand_in`` False nothing listens at the healer's address: the caller runs the real healer there.
+    """
     local, ports = local_plan(plan, workdir, timings)
     write_files(local)
-    monitoring = LocalMonitoring(local, workdir, ports, WebhookReceiver(local.layout.healer, HEALER_TOKEN))
+    monitoring = LocalMonitoring(local, workdir, ports, WebhookReceiver(local.layout.healer, HEALER_TOKEN), healer_stand_in=healer_stand_in)
     try:
         monitoring.start()
         yield monitoring

@@ -326,10 +326,21 @@ OFFLINE_URL_PLACEHOLDER = "https://offline-placeholder.invalid/webhook"
 """Stands in for a secret URL (``.invalid`` never resolves)."""
 
 
+OFFLINE_STRUCTURED_PLACEHOLDERS = {
+    "healerEnvironment": "{}",
+    "healerGoogleCredentials": json.dumps({"type": "service_account", "offline": "placeholder"}),
+}
+"""Stand-ins for secret keys whose value is structured (checked for shape)."""
+
+
 def placeholder_for(key: str) -> str:
-    """The stand-in for the secret config ``key`` (a URL where the key must hold one)."""
+    """The stand-in for the secret config ``key`` (a URL or a structured value where the key must hold one)."""
     name = key.removeprefix(f"{config.NAMESPACE}:")
-    return OFFLINE_URL_PLACEHOLDER if key.startswith(f"{config.NAMESPACE}:") and name in config.URL_SECRET_KEYS else OFFLINE_SECRET_PLACEHOLDER
+    if not key.startswith(f"{config.NAMESPACE}:"):
+        return OFFLINE_SECRET_PLACEHOLDER
+    if name in OFFLINE_STRUCTURED_PLACEHOLDERS:
+        return OFFLINE_STRUCTURED_PLACEHOLDERS[name]
+    return OFFLINE_URL_PLACEHOLDER if name in config.URL_SECRET_KEYS else OFFLINE_SECRET_PLACEHOLDER
 
 
 def with_secret_placeholders(values: Mapping[str, Any], secret_keys: list[str] | None) -> tuple[dict[str, Any], list[str], list[str]]:

@@ -23,7 +23,7 @@ from resinfra.render import monitoring
 from resinfra.render.cloud_init import CloudInitSpec, Route, render_cloud_init
 from resinfra.render.tooling_files import BootExtras, prober_boot
 from resinfra.sites.base import Node, SiteComponent
-from resinfra.tooling import ToolingVm, ToolingVmArgs
+from resinfra.tooling import HealerArgs, ToolingVm, ToolingVmArgs
 
 LABEL_KEYS = ("resinfra-stack", "resinfra-site")
 ROLE_LABEL_KEY = "resinfra-role"
@@ -193,7 +193,26 @@ def _tooling_component(cfg: StackConfig, result: StackResult) -> ToolingVm:
             monitoring=plan,
             ssh=result.ssh,
             notification_webhook_url=pulumi.Config(config.NAMESPACE).get_secret("notificationWebhookUrl"),
+            healer=_healer_args(cfg),
         ),
+    )
+
+
+def _healer_args(cfg: StackConfig) -> HealerArgs | None:
+    """The healer's deployment: only with a backend it can reach (``resinfra:healer.backendUrl``)."""
+    if cfg.healer.backend_url is None:
+        return None
+    from resinfra.cli import project_dir
+    from resinfra.render.healer import project_bundle
+
+    stack_name = pulumi.get_stack()
+    secrets = pulumi.Config(config.NAMESPACE)
+    return HealerArgs(
+        config=cfg.healer,
+        stack=stack_name,
+        bundle=project_bundle(project_dir(), stack_name),
+        environment=secrets.get_secret_object("healerEnvironment"),
+        google_credentials=secrets.get_secret("healerGoogleCredentials"),
     )
 
 

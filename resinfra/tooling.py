@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_command
 import pulumi_random as random
 from pulumi_command import remote
 
+from resinfra.config import HealerConfig
 from resinfra.remote import SshAccess, push_files
+from resinfra.render.healer import HealerLayout, HealerSecrets, healer_push, healer_secrets_push
 from resinfra.render.monitoring import MonitoringPlan
 from resinfra.render.push_script import FileToPush
 from resinfra.render.tooling_files import PushSet, config_push, secrets_push, targets_push
@@ -37,6 +40,22 @@ class ToolingVmArgs:
     """How the pushes log in."""
     notification_webhook_url: pulumi.Output[str] | None = None
     """``resinfra:notificationWebhookUrl`` (secret), or None for no notifications."""
+    healer: HealerArgs | None = None
+    """The healer, or None when it is not deployed (no ``resinfra:healer.backendUrl``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealerArgs:
+    """What the healer is deployed with."""
+
+    config: HealerConfig
+    stack: str
+    bundle: bytes
+    """The project the healer runs (``render.healer.project_bundle``)."""
+    environment: pulumi.Output[Any] | None = None
+    """``resinfra:healerEnvironment`` (secret object), or None."""
+    google_credentials: pulumi.Output[str] | None = None
+    """``resinfra:healerGoogleCredentials`` (secret), or None."""
 
 
 @dataclass(frozen=True)
@@ -90,19 +109,9 @@ class ToolingVm(pulumi.ComponentResource):
 
         # In order: secrets before the services start, targets, then configs (whose push starts them).
         self.pushes = {}
-        previous: list[pulumi.Resource] = []
-        for push_set, files in push_sets:
-            command = push_files(
-                f"{name}-push-{push_set.purpose}",
-                args.node,
-                files,
-                push_set.then,
-                args.ssh,
-                pulumi.ResourceOptions.merge(push_opts, pulumi.ResourceOptions(depends_on=previous)),
-                before=push_set.before,
-            )
-            self.pushes[push_set.purpose] = command
-            previous = [command]
+        previous = self._push_in_order(name, args, push_sets, push_opts, [])
+        if args.healer is not None:
+            self._push_healer(name, args, args.healer, push_opts, previous)
         self.register_outputs(
             {
                 "healerToken": self.healer_token,
@@ -110,3 +119,48 @@ class ToolingVm(pulumi.ComponentResource):
                 "pushes": {purpose: command.id for purpose, command in self.pushes.items()},
             }
         )
+
+    def _push_healer(self, name: str, args: ToolingVmArgs, healer: HealerArgs, opts: pulumi.ResourceOptions, after: list[pulumi.Resource]) -> None:
+        """The healer's secrets, then its program (which installs and restarts it); after the monitoring's pushes."""
+        layout, tooling = HealerLayout(), args.monitoring.layout
+
+        def none() -> pulumi.Output[Any]:
+            return pulumi.Output.from_input(None)
+
+        url = args.notification_webhook_url
+        values = pulumi.Output.all(self.healer_token, url or none(), healer.environment or none(), healer.google_credentials or none())
+        secrets = values.apply(lambda v: healer_secrets_push(layout, HealerSecrets(v[0], v[1], v[2], v[3])))
+        # Which files exist depends only on which secrets are set, not on their values.
+        shape = HealerSecrets("", "set" if url else None, {}, "set" if healer.google_credentials else None)
+        secrets_shape = healer_secrets_push(layout, shape)
+        program = healer_push(layout, tooling, healer.config, healer.stack, healer.bundle, shape)
+        self.files += [PushedFile(secrets_shape.purpose, f.path, secrets.apply(lambda s, i=i: s.files[i].content)) for i, f in enumerate(secrets_shape.files)]
+        self.files += [PushedFile(program.purpose, f.path, pulumi.Output.from_input(f.content)) for f in program.files]
+        # The program push carries the project bundle (~250 KB of base64): wrapped as a secret so
+        # previews and pull-request comments show "[secret]" instead of a diff of that text.
+        bundle_files = pulumi.Output.secret(list(program.files))
+        self._push_in_order(name, args, [(secrets_shape, secrets.apply(lambda s: list(s.files))), (program, bundle_files)], opts, after)
+
+    def _push_in_order(
+        self,
+        name: str,
+        args: ToolingVmArgs,
+        push_sets: Sequence[tuple[PushSet, pulumi.Input[Sequence[FileToPush]]]],
+        opts: pulumi.ResourceOptions,
+        after: list[pulumi.Resource],
+    ) -> list[pulumi.Resource]:
+        """One push command per set, each waiting for the one before (the first for ``after``); returns the last."""
+        previous: list[pulumi.Resource] = list(after)
+        for push_set, files in push_sets:
+            command = push_files(
+                f"{name}-push-{push_set.purpose}",
+                args.node,
+                files,
+                push_set.then,
+                args.ssh,
+                pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=previous)),
+                before=push_set.before,
+            )
+            self.pushes[push_set.purpose] = command
+            previous = [command]
+        return previous

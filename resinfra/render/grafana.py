@@ -2,8 +2,8 @@
 
 Dashboards are built with Grafana's own Foundation SDK (types generated from Grafana's
 dashboard schema, so pyright checks every field) and written as JSON for file
-provisioning. The healing-events dashboard needs the healer's metrics and comes with
-the healer.
+provisioning. The healing-events dashboard reads the healer's own metrics
+(``resinfra.healer.observe``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from resinfra.render.yamltext import dump_yaml
 DATASOURCE_UID = "resinfra-prometheus"
 DATASOURCE = gmodel.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
 FOLDER = "resinfra"
-NODE, MESH = Job.NODE.value, Job.MESH.value
+NODE, MESH, HEALER = Job.NODE.value, Job.MESH.value, Job.HEALER.value
 
 
 def render_grafana_ini(layout: ToolingLayout) -> str:
@@ -228,10 +228,63 @@ def tunnels_dashboard(plan: MonitoringPlan) -> gdash.Dashboard:
     )
 
 
+def healing_dashboard(plan: MonitoringPlan) -> gdash.Dashboard:
+    """What the healer did: repairs, decisions by kind and reason, repair durations, the alerts it got and the requests it refused."""
+    from resinfra.healer import observe
+
+    sel = f'job="{HEALER}"'
+    window = "$__range"
+    state = [
+        ("Repair running", f"{observe.REPAIR_IN_FLIGHT}{{{sel}}}", "1 while pulumi up replaces a machine (one at a time)."),
+        ("Dry-run", f"{observe.DRY_RUN}{{{sel}}}", "1 when the healer only logs what it would do."),
+        ("Healer up", f"up{{{sel}}}", "Prometheus scrapes the healer's /metrics."),
+    ]
+    board = _base("resinfra / Healing", "resinfra-healing", "The healer on the resinfra VM: what it decided and why, and every repair.")
+    for title, expr, description in state:
+        board = board.with_panel(stat.Panel().title(title).description(description).with_target(query(expr)).height(4).span(8))
+    for title, metric in (
+        ("Repairs started", observe.REPAIRS_STARTED),
+        ("Repairs succeeded", observe.REPAIRS_SUCCEEDED),
+        ("Repairs failed", observe.REPAIRS_FAILED),
+    ):
+        expr = f"sum(increase({metric}{{{sel}}}[{window}]))"
+        board = board.with_panel(stat.Panel().title(title).description("In the dashboard's time range.").with_target(query(expr)).height(4).span(8))
+    counts = [
+        (
+            "Decisions by kind and reason",
+            f"sum by (kind, reason) (increase({observe.DECISIONS}{{{sel}}}[$__rate_interval]))",
+            "{{kind}}: {{reason}}",
+            "replace, would-replace (dry-run), wait (grace, backoff, one at a time), refuse (partition, max-unhealthy, flapping, ...).",
+        ),
+        (
+            "Repair duration",
+            f"histogram_quantile(0.9, sum by (le) (rate({observe.REPAIR_DURATION}_bucket{{{sel}}}[{window}])))",
+            "p90",
+            "From the start of pulumi up to its end.",
+        ),
+        (
+            "Alerts received",
+            f"sum by (alertname, status) (increase({observe.ALERTS_RECEIVED}{{{sel}}}[$__rate_interval]))",
+            "{{alertname}} {{status}}",
+            "Webhooks from Alertmanager: NodeDown, SiteUnreachable, TunnelDown.",
+        ),
+        (
+            "Requests refused",
+            f"sum by (why) (increase({observe.REJECTED_REQUESTS}{{{sel}}}[$__rate_interval]))",
+            "{{why}}",
+            "Wrong or missing token, malformed or oversized bodies: anything but Alertmanager.",
+        ),
+    ]
+    for title, expr, legend, description in counts:
+        board = board.with_panel(timeseries.Panel().title(title).description(description).with_target(query(expr, legend)).min(0).height(8).span(12))
+    return board
+
+
 DASHBOARDS: dict[str, Callable[[MonitoringPlan], gdash.Dashboard]] = {
     "nodes.json": nodes_dashboard,
     "latency.json": latency_dashboard,
     "tunnels.json": tunnels_dashboard,
+    "healing.json": healing_dashboard,
 }
 
 

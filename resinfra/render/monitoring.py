@@ -35,6 +35,8 @@ class Job(enum.StrEnum):
     """ICMP probes from one prober per site to every other site."""
     PROMETHEUS = "prometheus"
     ALERTMANAGER = "alertmanager"
+    HEALER = "healer"
+    """The healer's /metrics on the resinfra VM."""
 
 
 class Scope(enum.StrEnum):

@@ -80,6 +80,8 @@ def render_prometheus_config(plan: MonitoringPlan) -> str:
             },
             {"job_name": Job.PROMETHEUS.value, "static_configs": [{"targets": [str(layout.prometheus)], "labels": tooling_labels}]},
             {"job_name": Job.ALERTMANAGER.value, "static_configs": [{"targets": [str(layout.alertmanager)], "labels": tooling_labels}]},
+            # The healer serves /metrics next to its webhook (loopback; Prometheus needs no token for it).
+            {"job_name": Job.HEALER.value, "static_configs": [{"targets": [str(layout.healer)], "labels": tooling_labels}]},
         ],
     }
     return "# Rendered by resinfra: Prometheus on the resinfra VM.\n" + dump_yaml(config)

@@ -104,12 +104,12 @@ METRIC = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{")
 
 def as_promql(expr: str, site: str) -> str:
     """A dashboard query as Grafana would send it: variables filled in."""
-    return expr.replace("$site", site).replace("$__rate_interval", "30s")
+    return expr.replace("$site", site).replace("$__rate_interval", "30s").replace("$__range", "1h")
 
 
 def dashboard_files(monitoring: LocalMonitoring) -> list[Path]:
     files = sorted(Path(monitoring.plan.layout.grafana_dashboards_dir).glob("*.json"))
-    assert {f.name for f in files} == {"nodes.json", "latency.json", "tunnels.json"}
+    assert {f.name for f in files} == {"nodes.json", "latency.json", "tunnels.json", "healing.json"}
     return files
 
 

@@ -203,7 +203,7 @@ def round_trip(doc: dict[str, Any]) -> dict[str, Any]:
 
 def test_dashboards_fit_grafanas_dashboard_schema(offline_runs: dict[str, OfflineRun]) -> None:
     dashboards = grafana.render_dashboards(plan_of(offline_runs["all-four"]))
-    assert set(dashboards) == {"nodes.json", "latency.json", "tunnels.json"}
+    assert set(dashboards) == {"nodes.json", "latency.json", "tunnels.json", "healing.json"}
     uids = set()
     for name, text in dashboards.items():
         doc = json.loads(text)

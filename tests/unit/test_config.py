@@ -111,6 +111,26 @@ BAD_CONFIGS: list[tuple[str, Mutation, str, str]] = [
         "tunnel resource names",
     ),
     ("notification-url-not-a-url", set_key("resinfra:notificationWebhookUrl", "hooks.example.org/x"), "resinfra:notificationWebhookUrl", "--secret"),
+    ("healer-max-unhealthy-form", set_key("resinfra:healer", {"maxUnhealthy": "a third"}), "resinfra:healer.maxUnhealthy", "percentage from 0% to 100%"),
+    ("healer-max-unhealthy-over-100", set_key("resinfra:healer", {"maxUnhealthyPerSite": "150%"}), "resinfra:healer.maxUnhealthyPerSite", "0% to 100%"),
+    ("healer-cooldown-too-short", set_key("resinfra:healer", {"cooldownSeconds": 5}), "resinfra:healer.cooldownSeconds", "60 to 86400"),
+    ("healer-flap-threshold-one", set_key("resinfra:healer", {"flapThreshold": 1}), "resinfra:healer.flapThreshold", "2 to 100"),
+    ("healer-typo", set_key("resinfra:healer", {"dryrun": True}), "resinfra:healer.dryrun", "did you mean 'dryRun'"),
+    ("healer-local-backend", set_key("resinfra:healer", {"backendUrl": "file:///home/me/.pulumi"}), "resinfra:healer.backendUrl", "one machine only"),
+    (
+        "healer-backoff-below-cooldown",
+        set_key("resinfra:healer", {"cooldownSeconds": 900, "maxBackoffSeconds": 600}),
+        "resinfra:healer.maxBackoffSeconds",
+        "at least the cooldown",
+    ),
+    ("healer-environment-unknown-variable", set_key("resinfra:healerEnvironment", '{"LD_PRELOAD": "/tmp/x.so"}'), "resinfra:healerEnvironment", "HCLOUD_TOKEN"),
+    ("healer-environment-not-a-map", set_key("resinfra:healerEnvironment", "HCLOUD_TOKEN=abc"), "resinfra:healerEnvironment", "--path"),
+    (
+        "healer-google-credentials-not-a-key",
+        set_key("resinfra:healerGoogleCredentials", "not-a-key-file"),
+        "resinfra:healerGoogleCredentials",
+        "service-account key",
+    ),
     ("latency-threshold-zero", set_key("resinfra:tooling", {"latencyThresholdMs": 0}), "resinfra:tooling.latencyThresholdMs", "greater than or equal to 1"),
     # Images (images/): the retired one-image key, lookups packer mode needs, roles a site has.
     ("retired-image-key", set_site("hetzner", "image", "my-snapshot"), "resinfra:sites[2].image", 'overrides: {worker: "my-snapshot", gateway: "my-snapshot"'),
@@ -236,3 +256,17 @@ def run_entry_point(values: dict[str, Any]) -> Declared:
 
     program()
     return Declared(error[0] if error else None, [r.type for r in monitor.declared.values()])
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("healerEnvironment", '{"HCLOUD_TOKEN": "tok-sentinel-1", "EXTRA_sentinel": "v"}'),
+        ("healerEnvironment", "tok-sentinel-2"),
+        ("healerGoogleCredentials", "key-sentinel-3"),
+    ],
+)
+def test_healer_credentials_are_checked_without_being_shown(key: str, value: str) -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({**dev_config(), f"resinfra:{key}": value})
+    assert "sentinel-" not in str(caught.value)

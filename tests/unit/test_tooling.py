@@ -37,14 +37,16 @@ def test_the_tooling_component_runs_on_the_default_site(shape_name: str, offline
     (component,) = run.of_type(TYPE_TOKEN)
     assert component.name == f"ri-dev-{site}-tooling-services"
     commands = pushes(run)
-    assert set(commands) == {"secrets", "targets", "config"}
+    assert set(commands) == {"secrets", "targets", "config", "healer-secrets", "healer"}
     for command in commands.values():
         assert run.descends_from(command, component)
         assert command.inputs["connection"]["host"] == tooling_of(run)["publicIp"]
         assert any(d.endswith(f"::ri-dev-{site}-tooling") for d in command.dependencies), "a replaced resinfra VM is pushed again"
-    # Secrets first, then targets, then the configs that start the services.
+    # Secrets first, then targets, then the configs that start the services; then the healer's secrets and program.
     assert commands["secrets"].urn in commands["targets"].dependencies
     assert commands["targets"].urn in commands["config"].dependencies
+    assert commands["config"].urn in commands["healer-secrets"].dependencies
+    assert commands["healer-secrets"].urn in commands["healer"].dependencies
 
 
 @pytest.mark.parametrize("site", ["gcp", "azure", "hetzner", "proxmox"])
@@ -111,7 +113,14 @@ def test_secrets_stay_secret() -> None:
             assert f.secret or sentinel not in f.content, f"{f.machine}/{f.filename} holds a secret but is not marked secret"
     assert run.secret_outputs == set()
     secret_files = {f.filename for f in run.files if f.secret and f.machine == run.outputs["tooling"]["name"]}
-    assert secret_files == {"etc/prometheus/secrets/healer-token", "etc/grafana/secrets/admin-password", "etc/prometheus/alertmanager.yml"}
+    assert secret_files == {
+        "etc/prometheus/secrets/healer-token",
+        "etc/grafana/secrets/admin-password",
+        "etc/prometheus/alertmanager.yml",
+        "etc/resinfra-healer/secrets/token",
+        "etc/resinfra-healer/secrets/environment",
+        "etc/resinfra-healer/secrets/notification-url",
+    }
     alertmanager = yaml.safe_load(next(f.content for f in run.files if f.filename == "etc/prometheus/alertmanager.yml"))
     assert alertmanager["route"]["receiver"] == "notify"
     assert alertmanager["receivers"][-1]["webhook_configs"][0]["url"] == SENTINEL_URL

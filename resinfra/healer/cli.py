@@ -1,0 +1,130 @@
+"""``resinfra heal`` (the service) and ``resinfra heal simulate`` (the what-if)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from resinfra.healer.act import CommandActuator, PulumiActuator, PulumiCliMissing, StackRef, interrupt_pulumi, require_pulumi_cli
+from resinfra.healer.alerts import PayloadError
+from resinfra.healer.inventory import InventoryError, load_inventory
+from resinfra.healer.journal import Journal
+from resinfra.healer.observe import AuditLog, Metrics, Notifier
+from resinfra.healer.receiver import Receiver
+from resinfra.healer.service import FileInventory, Healer, InventorySource, StackInventory
+from resinfra.healer.settings import load_settings, policy_settings, read_environment_file, read_secret_file
+from resinfra.healer.simulate import DEFAULT_REPAIR_SECONDS, format_steps, parse_arrivals, simulate, steps_json
+
+EXIT_USAGE = 2
+DEFAULT_SETTINGS = "/etc/resinfra-healer/healer.json"
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], stack_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add ``heal`` and ``heal simulate`` to the ``resinfra`` command."""
+    heal = sub.add_parser("heal", help="run the healer service (on the resinfra VM), or `heal simulate` to replay the policy on recorded alerts")
+    heal.add_argument("--settings", default=DEFAULT_SETTINGS, help=f"the healer's settings file (default {DEFAULT_SETTINGS})")
+    heal.add_argument("--inventory", help="read machines from this file (pulumi stack output inventory --json) instead of the stack")
+    heal.add_argument(
+        "--action-command",
+        help="replace machines by running this local command (RESINFRA_MACHINE, _SITE, _ROLE, _URN in its environment) instead of pulumi up",
+    )
+    heal.add_argument("--dry-run", action="store_true", help="log decisions, replace nothing (overrides the settings)")
+    heal.set_defaults(func=cmd_heal)
+    heal_sub = heal.add_subparsers(dest="heal_command")
+    sim = heal_sub.add_parser("simulate", help="replay the policy on an inventory and recorded Alertmanager payloads; prints every decision, does nothing")
+    sim.add_argument("--inventory", required=True, help="JSON as `pulumi stack output inventory --json` prints it (optional `created` per machine)")
+    sim.add_argument("--alerts", required=True, help='JSON list of {"receivedAt": RFC 3339, "payload": <Alertmanager webhook body>} in time order')
+    sim.add_argument("--json", action="store_true", help="machine-readable output")
+    sim.add_argument("--repair-seconds", type=float, default=DEFAULT_REPAIR_SECONDS, help="how long a simulated repair takes (default 300)")
+    stack_args(sim)
+    sim.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from resinfra.cli import stack_config_from
+
+    _, cfg = stack_config_from(args.config_file or args.stack or "dev")
+    try:
+        inventory = load_inventory(Path(args.inventory).read_text())
+        arrivals = parse_arrivals(json.loads(Path(args.alerts).read_text()))
+        steps = simulate(inventory, arrivals, policy_settings(cfg.healer), repair_seconds=args.repair_seconds)
+    except (InventoryError, PayloadError, json.JSONDecodeError, OSError) as err:
+        print(f"resinfra heal simulate: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(steps_json(steps) if args.json else format_steps(steps))
+    return 0
+
+
+def build_healer(args: argparse.Namespace) -> tuple[Healer, Receiver]:
+    """The service from its settings file and the command line (raises PulumiCliMissing before anything starts)."""
+    if not args.action_command:
+        # First of all: without the CLI the Automation API fails only at the first repair.
+        require_pulumi_cli()
+    settings = load_settings(args.settings)
+    policy = policy_settings(settings.policy)
+    if args.dry_run:
+        policy = replace(policy, dry_run=True)
+    inventory: InventorySource
+    if args.action_command:
+        if not args.inventory:
+            raise ValueError("--action-command needs --inventory: a local action has no stack to read machines from")
+        actuator: CommandActuator | PulumiActuator = CommandActuator(shlex.split(args.action_command))
+        inventory = FileInventory(Path(args.inventory))
+    else:
+        if settings.stack is None:
+            raise ValueError(f"{args.settings} names no stack; give --action-command and --inventory for a local action")
+        ref = StackRef(settings.stack.name, settings.stack.project_dir, settings.stack.backend_url, read_environment_file(settings.environment_file))
+        actuator = PulumiActuator(ref)
+        inventory = FileInventory(Path(args.inventory)) if args.inventory else StackInventory(ref)
+    token = read_secret_file(settings.token_file)
+    if not token:
+        raise ValueError(f"{settings.token_file} holds no token")
+    metrics = Metrics()
+    healer = Healer(
+        policy,
+        inventory,
+        actuator,
+        Journal(settings.journal),
+        AuditLog(settings.audit_log),
+        metrics,
+        Notifier(read_secret_file(settings.notification_url_file)),
+        repair_timeout=settings.policy.repair_timeout_seconds,
+        alert_ttl=settings.alert_ttl_seconds,
+        tick=settings.tick_seconds,
+        inventory_refresh=settings.inventory_refresh_seconds,
+    )
+    receiver = Receiver(settings.listen_host, settings.listen_port, token, healer.on_alerts, metrics)
+    return healer, receiver
+
+
+def cmd_heal(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        healer, receiver = build_healer(args)
+    except PulumiCliMissing as err:
+        print(f"resinfra heal: refusing to start: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, OSError) as err:
+        print(f"resinfra heal: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    healer.start()
+    receiver.start()
+    print(f"resinfra healer listening on {receiver.host}:{receiver.port}", flush=True)
+    stopping.wait()
+    receiver.stop()
+    if healer.repairing and interrupt_pulumi():
+        print("resinfra heal: stopping during a repair: pulumi interrupted, waiting for it to finish what it started", file=sys.stderr)
+    # Within the unit's TimeoutStopSec (300 s): what is still running then is killed.
+    healer.stop(repair_grace=240)
+    return 0

@@ -1,0 +1,166 @@
+"""The webhook receiver: payloads recorded from a real Alertmanager (0.25, webhook version 4), bad tokens,
+malformed JSON, oversized bodies; and /metrics."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resinfra.healer.alerts import Alert, PayloadError, parse_payload, parse_time
+from resinfra.healer.observe import Metrics
+from resinfra.healer.receiver import MAX_BODY, Receiver
+
+FIXTURES = Path(__file__).parent / "fixtures" / "alertmanager"
+TOKEN = "receiver-test-token-0123456789abcdef"
+
+
+def recorded(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+class Running:
+    def __init__(self) -> None:
+        self.received: list[list[Alert]] = []
+        self.metrics = Metrics()
+        self.receiver = Receiver("127.0.0.1", 0, TOKEN, self.received.append, self.metrics)
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.receiver.port, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def post(self, body: bytes, token: str | None = TOKEN, path: str = "/alerts") -> int:
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.request("POST", path, body, headers)[0]
+
+    def rejected(self, why: str) -> float:
+        return self.metrics.registry.get_sample_value("resinfra_healer_rejected_requests_total", {"why": why}) or 0.0
+
+
+@pytest.fixture
+def server() -> Iterator[Running]:
+    running = Running()
+    running.receiver.start()
+    yield running
+    running.receiver.stop()
+
+
+@pytest.mark.parametrize("name", ["node-down-firing", "node-down-resolved", "site-unreachable-firing", "site-unreachable-resolved"])
+def test_recorded_payloads_are_accepted(server: Running, name: str) -> None:
+    payload = recorded(name)
+    assert server.post(json.dumps(payload).encode()) == 200
+    (alerts,) = server.received
+    raw = payload["alerts"]
+    assert [(a.name, a.status, a.fingerprint) for a in alerts] == [(r["labels"]["alertname"], r["status"], r["fingerprint"]) for r in raw]
+    assert alerts[0].starts_at == parse_time(raw[0]["startsAt"])
+
+
+def test_node_down_carries_what_the_policy_reads(server: Running) -> None:
+    server.post(json.dumps(recorded("node-down-firing")).encode())
+    (alert,) = server.received[0]
+    assert alert.name == "NodeDown" and alert.status == "firing"
+    assert {k: alert.labels[k] for k in ("node", "site", "role", "scope")} == {
+        "node": "ri-dev-azure-worker-1",
+        "site": "azure",
+        "role": "worker",
+        "scope": "node",
+    }
+    counted = server.metrics.registry.get_sample_value("resinfra_healer_alerts_received_total", {"alertname": "NodeDown", "status": "firing"})
+    assert counted == 1
+
+
+def test_site_unreachable_names_its_site(server: Running) -> None:
+    server.post(json.dumps(recorded("site-unreachable-firing")).encode())
+    alert = server.received[0][0]
+    assert (alert.name, alert.labels["site"], alert.labels["scope"]) == ("SiteUnreachable", "gcp", "site")
+
+
+@pytest.mark.parametrize("token", [None, "", "presented-token-sentinel-77", TOKEN + "x", TOKEN.upper()], ids=["missing", "empty", "wrong", "longer", "case"])
+def test_anything_but_the_token_is_refused_with_401_and_logged(server: Running, token: str | None, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="resinfra.healer.receiver"):
+        assert server.post(json.dumps(recorded("node-down-firing")).encode(), token=token) == 401
+    assert server.received == []
+    assert server.rejected("unauthorized") == 1
+    (record,) = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert "401" in record.getMessage() and "127.0.0.1" in record.getMessage()
+    if token:
+        assert token not in caplog.text, "a presented token is never logged"
+
+
+def test_other_authorisation_schemes_are_refused(server: Running) -> None:
+    status, _ = server.request("POST", "/alerts", b"{}", {"Authorization": f"Basic {TOKEN}"})
+    assert status == 401
+
+
+def test_unknown_paths_and_methods_are_refused_before_anything_else(server: Running) -> None:
+    assert server.post(b"{}", token=None, path="/admin") == 401
+    assert server.request("GET", "/alerts")[0] == 401
+    assert server.request("DELETE", "/alerts")[0] == 401
+    assert server.request("DELETE", "/alerts", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 405
+    assert server.post(json.dumps(recorded("node-down-firing")).encode(), path="/other") == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"\xff\xfe", b"[]", b'{"version": "3", "alerts": []}', b'{"version": "4", "alerts": [{"labels": {}}]}', b'{"version": "4"}'],
+    ids=["broken-json", "not-utf8", "a-list", "version-3", "alert-without-labels", "no-alerts"],
+)
+def test_malformed_bodies_get_400(server: Running, body: bytes) -> None:
+    assert server.post(body) == 400
+    assert server.received == [] and server.rejected("malformed") == 1
+
+
+def test_oversized_bodies_get_413_without_being_read(server: Running) -> None:
+    # Only the headers are sent: the answer comes without the body ever being read.
+    with socket.create_connection(("127.0.0.1", server.receiver.port), timeout=10) as raw:
+        raw.sendall(f"POST /alerts HTTP/1.1\r\nHost: healer\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode())
+        assert raw.recv(4096).startswith(b"HTTP/1.0 413")
+    assert server.received == [] and server.rejected("too-large") == 1
+    # Exactly at the limit is still read (and refused only for what it is).
+    at_limit = json.dumps(recorded("node-down-firing")).encode()
+    at_limit += b" " * (MAX_BODY - len(at_limit))
+    assert server.post(at_limit) == 200
+
+
+def test_a_body_without_length_gets_411(server: Running) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server.receiver.port, timeout=10)
+    connection.putrequest("POST", "/alerts")
+    connection.putheader("Authorization", f"Bearer {TOKEN}")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.endheaders()
+    connection.send(b"0\r\n\r\n")
+    assert connection.getresponse().status == 411
+    connection.close()
+
+
+def test_metrics_and_health_need_no_token(server: Running) -> None:
+    status, body = server.request("GET", "/metrics")
+    assert status == 200
+    text = body.decode()
+    for name in ("resinfra_healer_decisions_total", "resinfra_healer_repairs_started_total", "resinfra_healer_repair_duration_seconds_bucket"):
+        assert name in text
+    assert server.request("GET", "/healthz")[0] == 200
+
+
+def test_parse_payload_rejects_what_is_not_version_4() -> None:
+    with pytest.raises(PayloadError, match="version"):
+        parse_payload({**recorded("node-down-firing"), "version": "5"})
+    with pytest.raises(PayloadError, match="RFC 3339"):
+        parse_payload({**recorded("node-down-firing"), "alerts": [{**recorded("node-down-firing")["alerts"][0], "startsAt": "yesterday"}]})
+
+
+def test_nanosecond_times_parse() -> None:
+    assert parse_time("2026-11-26T07:30:42.962123456Z") == pytest.approx(parse_time("2026-11-26T07:30:42Z") + 0.962123, abs=1e-6)
