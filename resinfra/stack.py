@@ -181,6 +181,7 @@ def monitoring_plan(cfg: StackConfig, sites: list[SiteComponent]) -> monitoring.
         {c.site_name: c.gateway.inner_ip for c in sites},
         monitoring.ToolingLayout(grafana=monitoring.Endpoint(tooling.private_ip, monitoring.GRAFANA_PORT)),
         thresholds=monitoring.Thresholds(latency_seconds=cfg.tooling.latency_threshold_ms / 1000),
+        healer=cfg.healer.backend_url is not None,
     )
 
 

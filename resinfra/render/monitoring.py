@@ -249,6 +249,9 @@ class MonitoringPlan:
     layout: ToolingLayout
     timings: AlertTimings = field(default_factory=AlertTimings)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    healer: bool = True
+    """Whether the healer runs on the resinfra VM (``resinfra:healer.backendUrl`` is set):
+    its scrape job and the HealerDown alert exist only then."""
 
     @property
     def sites(self) -> tuple[str, ...]:
@@ -298,6 +301,7 @@ def monitoring_plan(
     layout: ToolingLayout,
     timings: AlertTimings | None = None,
     thresholds: Thresholds | None = None,
+    healer: bool = True,
 ) -> MonitoringPlan:
     """The monitoring plan for a stack's inventory.
 
@@ -326,6 +330,7 @@ def monitoring_plan(
         layout=layout,
         timings=timings or AlertTimings(),
         thresholds=thresholds or Thresholds(),
+        healer=healer,
     )
 
 

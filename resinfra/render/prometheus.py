@@ -80,10 +80,11 @@ def render_prometheus_config(plan: MonitoringPlan) -> str:
             },
             {"job_name": Job.PROMETHEUS.value, "static_configs": [{"targets": [str(layout.prometheus)], "labels": tooling_labels}]},
             {"job_name": Job.ALERTMANAGER.value, "static_configs": [{"targets": [str(layout.alertmanager)], "labels": tooling_labels}]},
-            # The healer serves /metrics next to its webhook (loopback; Prometheus needs no token for it).
-            {"job_name": Job.HEALER.value, "static_configs": [{"targets": [str(layout.healer)], "labels": tooling_labels}]},
         ],
     }
+    if plan.healer:
+        # The healer serves /metrics next to its webhook (loopback; Prometheus needs no token for it).
+        config["scrape_configs"].append({"job_name": Job.HEALER.value, "static_configs": [{"targets": [str(layout.healer)], "labels": tooling_labels}]})
     return "# Rendered by resinfra: Prometheus on the resinfra VM.\n" + dump_yaml(config)
 
 
@@ -189,6 +190,7 @@ def alert_rules(plan: MonitoringPlan) -> dict[str, Any]:
                             "description": "Prometheus' TSDB and the healer's journal live there; resize the VM's disk or lower the retention.",
                         },
                     },
+                    *([healer_down_rule(plan)] if plan.healer else []),
                     {
                         "alert": "ResinfraVmMemoryLow",
                         "expr": (
@@ -209,7 +211,22 @@ def alert_rules(plan: MonitoringPlan) -> dict[str, Any]:
     }
 
 
-ALERT_NAMES = ("NodeDown", "SiteUnreachable", "TunnelDown", "CrossSiteLatencyHigh", "ResinfraVmDiskLow", "ResinfraVmMemoryLow")
+def healer_down_rule(plan: MonitoringPlan) -> dict[str, Any]:
+    """HealerDown: nothing repairs the cluster while the healer does not answer (it goes to
+    the notification webhook, never to the healer itself)."""
+    return {
+        "alert": "HealerDown",
+        "expr": f'up{{job="{Job.HEALER.value}"}} == 0\n',
+        "for": seconds(plan.timings.node_down_for),
+        "labels": {"severity": "critical", "scope": Scope.RESINFRA_VM.value},
+        "annotations": {
+            "summary": "the healer on the resinfra VM does not answer",
+            "description": "No machine is repaired automatically while it is down: check `systemctl status resinfra-healer` and its audit log on the resinfra VM.",
+        },
+    }
+
+
+ALERT_NAMES = ("NodeDown", "SiteUnreachable", "TunnelDown", "CrossSiteLatencyHigh", "ResinfraVmDiskLow", "HealerDown", "ResinfraVmMemoryLow")
 
 
 def render_rules(plan: MonitoringPlan) -> str:

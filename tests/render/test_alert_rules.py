@@ -270,3 +270,27 @@ def test_promtool_is_not_a_rubber_stamp(plan: MonitoringPlan, tmp_path: Path) ->
     series[node_series(worker(plan, "azure"))] = f"1 1 0x{STEPS - 2}"
     result = run_promtool(plan, tmp_path, series, [none("NodeDown", "90s")])
     assert result.returncode != 0 and "NodeDown" in result.stdout + result.stderr
+
+
+def test_healer_down(plan: MonitoringPlan, tmp_path: Path) -> None:
+    """A healer that stops answering raises HealerDown after its ``for``; a one-scrape blip does not."""
+    series = healthy(plan)
+    healer = f'up{{job="{Job.HEALER}", instance="{plan.layout.healer}", site="{plan.tooling_site}", role="tooling", node="{plan.tooling_node}"}}'
+    series[healer] = f"1 0 1 1 0x{STEPS - 4}"
+    rule = next(r for g in alert_rules(plan)["groups"] for r in g["rules"] if r.get("alert") == "HealerDown")
+    labels = {"job": Job.HEALER.value, "instance": str(plan.layout.healer), "site": plan.tooling_site, "role": "tooling", "node": plan.tooling_node}
+    exp = {"exp_labels": labels | rule["labels"], "exp_annotations": rule["annotations"]}
+    # Down from 60 s on, `for` 60 s: silent at 1m45s, firing at 2m.
+    result = run_promtool(
+        plan, tmp_path, series, [none("HealerDown", "30s"), none("HealerDown", "1m45s"), {"eval_time": "2m", "alertname": "HealerDown", "exp_alerts": [exp]}]
+    )
+    assert_passes(result)
+
+
+def test_without_the_healer_there_is_no_healer_job_or_rule(plan: MonitoringPlan) -> None:
+    from resinfra.render.prometheus import render_prometheus_config
+
+    without = dataclasses.replace(plan, healer=False)
+    assert "HealerDown" not in {r.get("alert") for g in alert_rules(without)["groups"] for r in g["rules"]}
+    assert f"job_name: {Job.HEALER.value}" not in render_prometheus_config(without)
+    assert f"job_name: {Job.HEALER.value}" in render_prometheus_config(plan)
