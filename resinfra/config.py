@@ -252,7 +252,7 @@ class HetznerSite(SiteBase):
     images: HetznerImages = Field(default_factory=HetznerImages)
     location: Literal["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
     network_zone: Literal["eu-central", "us-east", "us-west", "ap-southeast"]
-    server_type: str = "cx22"
+    server_type: str = "cx23"
     gateway_server_type: str | None = None
     """Server type of the gateway VM; ``serverType`` when unset."""
 

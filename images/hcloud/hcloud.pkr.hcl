@@ -22,7 +22,7 @@ variable "location" {
 
 variable "server_type" {
   type        = string
-  default     = "cx22"
+  default     = "cx23"
   description = "Server type of the temporary build server (a snapshot fits every type with a disk at least as large)."
 }
 

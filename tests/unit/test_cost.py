@@ -205,7 +205,7 @@ def test_two_more_workers_cost_exactly_two_workers(provider: str, tmp_path: Path
 
     table = cost.price_table()
     if provider == "hetzner":
-        worker = table.monthly(table.lookup(Provider.HETZNER, "machine", "cx22", "nbg1")) + table.monthly(
+        worker = table.monthly(table.lookup(Provider.HETZNER, "machine", "cx23", "nbg1")) + table.monthly(
             table.lookup(Provider.HETZNER, "public-ipv4", "primary", "nbg1")
         )
     elif provider == "gcp":

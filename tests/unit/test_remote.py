@@ -51,7 +51,7 @@ def push_under_mocks(content: pulumi.Input[str]) -> dict[str, Any]:
 
     @pulumi.runtime.test
     def program() -> Any:
-        vm = hcloud.Server("ri-dev-hetzner-gw", server_type="cx22")
+        vm = hcloud.Server("ri-dev-hetzner-gw", server_type="cx23")
         node = Node("ri-dev-hetzner-gw", "hetzner", Provider.HETZNER, Role.GATEWAY, "10.10.48.4", vm.ipv4_address, vm)
         access = SshAccess(user="resinfra", private_key=pulumi.Output.secret("key"), via=PushVia.PUBLIC)
         files = pulumi.Output.from_input(content).apply(lambda text: [FileToPush("/etc/swanctl/conf.d/mesh.conf", text, "0600")])
