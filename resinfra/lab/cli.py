@@ -133,7 +133,8 @@ def cmd_replace(args: argparse.Namespace) -> int:
         print(f"resinfra lab replace: name a machine (or set {MACHINE_ENV})", file=sys.stderr)
         return EXIT_USAGE
     machine = replace(args.name, machine_name)
-    print(f"replaced {machine.name}: namespace {machine.namespace} created again, booted from its user-data")
+    how = f"namespace {machine.namespace} created again" if machine.own_namespace else "restarted in place (its namespace carries its site's network)"
+    print(f"replaced {machine.name}: {how}, booted from its user-data")
     return 0
 
 

@@ -55,6 +55,7 @@ from resinfra.render.tooling_units import tooling_services
 
 TOOLS = {
     "ip": "iproute2",
+    "nsenter": "util-linux",
     "ping": "iputils-ping",
     "swanctl": "strongswan-swanctl",
     CHARON: "strongswan-charon libcharon-extra-plugins libstrongswan-standard-plugins",
@@ -269,11 +270,20 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
         f"NodeDown after {changes.LAB_TIMINGS.node_down_for} s (production: 15 s and 60 s), healer startup grace "
         f"{changes.STARTUP_GRACE_SECONDS} s, cooldown {changes.COOLDOWN_SECONDS} s."
     )
+    site = next(s.key for s in state.sites if s.key != state.machines[plan.tooling.name].site)
     out(
-        f"Try: resinfra lab status | lab kill {next(m for m in state.machines.values() if m.role is Role.WORKER).name} | "
-        f"lab partition {state.sites[0].key} | lab heal {state.sites[0].key} | lab down" + (f"  (all with --name {name})" if name != changes.LAB_NAME else "")
+        f"Try: resinfra lab status | lab kill {kill_suggestion(state)} | lab partition {site} | lab heal {site} | lab down"
+        + (f"  (all with --name {name})" if name != changes.LAB_NAME else "")
     )
     return state
+
+
+def kill_suggestion(state: LabState) -> str:
+    """A worker whose death is a NodeDown: its site keeps another machine (else the site goes dark, a partition),
+    preferably across a tunnel from the resinfra VM."""
+    tooling_site = next(m.site for m in state.machines.values() if m.role is Role.TOOLING)
+    candidates = [m for m in state.machines.values() if m.role is Role.WORKER and any(o.site == m.site and o.name != m.name for o in state.machines.values())]
+    return sorted(candidates, key=lambda m: (m.site == tooling_site, -(m.node_index or 0)))[0].name
 
 
 def _record_plan(plan: LabPlan, stack: str, path: Path, workers: int | None) -> LabState:
@@ -285,9 +295,7 @@ def _record_plan(plan: LabPlan, stack: str, path: Path, workers: int | None) -> 
     for m in plan.machines:
         root = plan.machine_root(m.name)
         write_atomic(root / "user-data.yaml", m.user_data)
-        machines[m.name] = MachineRecord(
-            name=m.name, site=m.site, role=m.role, private_ip=m.private_ip, namespace=m.namespace, node_index=m.node_index, root=str(root), created=now
-        )
+        machines[m.name] = MachineRecord(**m.model_dump(exclude={"user_data"}), root=str(root), created=now)
     strongswan_vms = {m.site for m in plan.machines if m.role is Role.GATEWAY}
     state = LabState(
         name=plan.name,
@@ -349,7 +357,7 @@ def start_tooling(plan: LabPlan, root: Path) -> None:
             state.processes[key] = spawn(namespace, service.argv, logs / f"{plan.tooling.name}.{service.unit.removesuffix('.service')}.log")
         state.healer_argv = healer_argv
         state.healer_log = str(logs / "healer.log")
-        state.processes["healer"] = spawn(namespace, healer_argv, Path(state.healer_log))
+        state.processes["healer"] = spawn(namespace, healer_argv, Path(state.healer_log), network_only=True)
 
 
 def healer_command(plan: LabPlan) -> list[str]:
@@ -500,6 +508,7 @@ def status_report(name: str, events: int = 10) -> dict[str, Any]:
                 "job": t["labels"]["job"],
                 "node": t["labels"].get("node", ""),
                 "site": t["labels"].get("site", ""),
+                "source": t["labels"].get("source_site", ""),
                 "instance": t["labels"].get("instance", ""),
                 "health": t["health"],
             }
@@ -533,6 +542,11 @@ def format_ui(state: LabState) -> str:
     )
 
 
+def _target_name(target: dict[str, Any]) -> str:
+    """A node's name; a probe's ``prober site -> probed machine``."""
+    return f"{target['source']} -> {target['node']}" if target["source"] else target["node"] or target["instance"]
+
+
 def format_status(report: dict[str, Any]) -> str:
     lines = [
         f"lab {report['name']}: stack {report['stack']} ({report['configFile']})"
@@ -543,7 +557,7 @@ def format_status(report: dict[str, Any]) -> str:
         *(f"  {ui:13s} {url}" for ui, url in report["ui"].items()),
         "",
     ]
-    ends = sum(len(conns) for conns in report["tunnels"].values())
+    ends = 2 * report["expectedTunnels"]
     established = sum(sum(conns.values()) for conns in report["tunnels"].values())
     lines.append(f"Tunnels: {report['expectedTunnels']} tunnels, {established}/{ends} ends established")
     for site, conns in report["tunnels"].items():
@@ -555,9 +569,7 @@ def format_status(report: dict[str, Any]) -> str:
     for job in sorted({t["job"] for t in targets}):
         of_job = [t for t in targets if t["job"] == job]
         down = [t for t in of_job if t["health"] != "up"]
-        lines.append(
-            f"  {job:13s} {len(of_job) - len(down)}/{len(of_job)} up" + ("; down: " + ", ".join(f"{t['node'] or t['instance']}" for t in down) if down else "")
-        )
+        lines.append(f"  {job:13s} {len(of_job) - len(down)}/{len(of_job)} up" + ("; down: " + ", ".join(_target_name(t) for t in down) if down else ""))
     if "monitoringError" in report:
         lines.append(f"  (Prometheus/Alertmanager not answering: {report['monitoringError']})")
     lines += ["", f"Firing alerts: {len(report['alerts'])}"]
@@ -581,17 +593,22 @@ def format_status(report: dict[str, Any]) -> str:
 # -- breaking and repairing -------------------------------------------------------
 
 
+def _stop_machine(state: LabState, machine_name: str) -> tuple[MachineRecord, Lab]:
+    """SIGKILL a machine's processes (a gateway VM's charon and bird too); the resinfra VM is refused: the monitoring and
+    the healer run on it (the healer never replaces it either)."""
+    machine = state.machine(machine_name)
+    if machine.role is Role.TOOLING:
+        raise LabUsageError(f"{machine_name} is the resinfra VM: it runs the monitoring and the healer, which would then see nothing; use lab down")
+    for key in _machine_processes(state, machine):
+        stop(state.processes.pop(key), grace=0, sig=signal.SIGKILL)
+    return machine, state.netlab()
+
+
 def kill(name: str, machine_name: str) -> MachineRecord:
     """Kill a machine as a crash would: its processes get SIGKILL and its network goes dark. The resinfra VM cannot be killed."""
     require_root("kill")
-    root = root_of(name)
-    with changing(root) as state:
-        machine = state.machine(machine_name)
-        if machine.role is Role.TOOLING:
-            raise LabUsageError(f"{machine_name} is the resinfra VM: it runs the monitoring and the healer, which would then see nothing. Use lab down.")
-        lab = state.netlab()
-        for key in _machine_processes(state, machine):
-            stop(state.processes.pop(key), grace=0, sig=signal.SIGKILL)
+    with changing(root_of(name)) as state:
+        machine, lab = _stop_machine(state, machine_name)
         # A worker's network goes with it; a gateway VM's site loses its way out. (A namespace that is missing is being
         # replaced right now: the machine is already gone.)
         if machine.namespace in existing_namespaces():
@@ -612,12 +629,7 @@ def replace(name: str, machine_name: str, boot_seconds: float = changes.REPLACE_
     require_root("replace")
     root = root_of(name)
     with changing(root) as state:
-        machine = state.machine(machine_name)
-        if machine.role is Role.TOOLING:
-            raise LabUsageError(f"{machine_name} is the resinfra VM; the lab does not replace it (neither does the healer)")
-        lab = state.netlab()
-        for key in _machine_processes(state, machine):
-            stop(state.processes.pop(key), grace=0, sig=signal.SIGKILL)
+        machine, lab = _stop_machine(state, machine_name)
         if machine.node_index is not None:
             for pid in namespace_pids(machine.namespace) if machine.namespace in existing_namespaces() else []:
                 with contextlib.suppress(ProcessLookupError):
@@ -674,7 +686,7 @@ def restart_healer(name: str, crash: bool = False) -> ProcessRecord:
         else:
             stop(old, grace=300)
     with changing(root) as state:
-        state.processes["healer"] = spawn(state.tooling_namespace, state.healer_argv, Path(state.healer_log))
+        state.processes["healer"] = spawn(state.tooling_namespace, state.healer_argv, Path(state.healer_log), network_only=True)
         return state.processes["healer"]
 
 

@@ -19,6 +19,7 @@ from resinfra.addressing import Role
 from resinfra.healer.alerts import format_time
 from resinfra.healer.settings import HealerSettings
 from resinfra.lab import changes
+from resinfra.lab.state import MachinePlace
 from resinfra.mesh.emulate import MeshGateway, run_gateways
 from resinfra.naming import stem
 from resinfra.offline import OfflineRun
@@ -29,23 +30,11 @@ NAME_PATTERN = r"[a-z][a-z0-9]{0,5}"
 """A lab's name (the namespaces' prefix): what :class:`resinfra.netlab.Lab` accepts."""
 
 
-@dataclass(frozen=True)
-class LabMachine:
-    """A machine of the stack's inventory, as the lab runs it."""
+class LabMachine(MachinePlace):
+    """A machine of the stack's inventory, as the lab will run it."""
 
-    name: str
-    site: str
-    role: Role
-    private_ip: str
-    namespace: str
-    node_index: int | None
-    """Its index among its site's lab nodes (its own namespace); None for a gateway VM, which is its site's gateway namespace."""
     user_data: str
     """The user-data the program renders for it: the lab boots it from this."""
-
-    @property
-    def own_namespace(self) -> bool:
-        return self.node_index is not None
 
 
 @dataclass(frozen=True)
@@ -128,10 +117,30 @@ def lab_plan(run: OfflineRun, name: str, root: Path) -> LabPlan:
         gateways.append(dataclasses.replace(gateway, lab_site=site))
         if site_plan.gateway_vm is not None:
             vm = site_plan.gateway_vm
-            machines.append(LabMachine(vm.name, gateway.site, vm.role, str(vm.private_ip), f"{name}-{gateway.site}", None, user_data[vm.name]))
+            machines.append(
+                LabMachine(
+                    name=vm.name,
+                    site=gateway.site,
+                    role=vm.role,
+                    private_ip=str(vm.private_ip),
+                    namespace=f"{name}-{gateway.site}",
+                    node_index=None,
+                    user_data=user_data[vm.name],
+                )
+            )
         for index, m in enumerate(own, start=1):
             namespace = f"{name}-{gateway.site}-{site.node_names[index - 1]}"
-            machines.append(LabMachine(m.name, gateway.site, m.role, str(m.private_ip), namespace, index, user_data[m.name]))
+            machines.append(
+                LabMachine(
+                    name=m.name,
+                    site=gateway.site,
+                    role=m.role,
+                    private_ip=str(m.private_ip),
+                    namespace=namespace,
+                    node_index=index,
+                    user_data=user_data[m.name],
+                )
+            )
     production = stack.monitoring_plan(run.config, run.result.sites)
     tooling_root = root / "machines" / run.result.tooling_node.name
     monitoring = dataclasses.replace(production, layout=changes.tooling_layout(production.layout, tooling_root), timings=changes.LAB_TIMINGS)

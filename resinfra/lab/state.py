@@ -84,8 +84,8 @@ class SiteRecord(_Model):
         )
 
 
-class MachineRecord(_Model):
-    """A machine of the stack's inventory in the lab."""
+class MachinePlace(_Model):
+    """Where a machine of the stack's inventory lives in the lab."""
 
     name: str
     site: str
@@ -93,17 +93,23 @@ class MachineRecord(_Model):
     private_ip: str
     namespace: str
     node_index: int | None
+    """Its index among its site's lab nodes (its own namespace); None for a gateway VM, which is its site's gateway namespace."""
+
+    @property
+    def own_namespace(self) -> bool:
+        """Workers and the resinfra VM have their own namespace; a gateway VM is its site's gateway namespace."""
+        return self.node_index is not None
+
+
+class MachineRecord(MachinePlace):
+    """A machine of the lab as it runs."""
+
     root: str
     """Its directory: the user-data it boots from, the files that writes, its logs."""
     created: float
     """When its namespace was (re)created: the healer reads it as the state's creation time."""
     dead: bool = False
     """Killed with ``lab kill`` and not replaced since."""
-
-    @property
-    def own_namespace(self) -> bool:
-        """Workers and the resinfra VM have their own namespace; a gateway VM is its site's gateway namespace."""
-        return self.node_index is not None
 
 
 class LabState(_Model):
@@ -234,17 +240,23 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def spawn(namespace: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None, pass_fds: Sequence[int] = ()) -> ProcessRecord:
-    """Start ``argv`` in ``namespace`` in its own session (it outlives the command that started it), output to ``log``."""
+def spawn(namespace: str, argv: Sequence[str], log: Path, pass_fds: Sequence[int] = (), network_only: bool = False) -> ProcessRecord:
+    """Start ``argv`` in ``namespace`` in its own session (it outlives the command that started it), output to ``log``.
+
+    ``ip netns exec`` also gives the process a mount namespace of its own, and namespaces are bind mounts under
+    /run/netns: one that such a process (or its children) adds with ``ip netns add`` is mounted in its mount namespace
+    only, and one it deletes stays mounted everywhere else. The healer, whose action replaces machines, therefore
+    enters the network namespace alone (``network_only``: ``nsenter --net``) and keeps this mount namespace.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
+    enter = ["nsenter", f"--net=/run/netns/{namespace}", "--"] if network_only else ["ip", "netns", "exec", namespace]
     with log.open("ab") as out:
         process = subprocess.Popen(
-            ["ip", "netns", "exec", namespace, *argv],
+            [*enter, *argv],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env=env,
             pass_fds=tuple(pass_fds),
         )
     return record_of(process.pid, list(argv), namespace, log)

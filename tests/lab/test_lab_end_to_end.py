@@ -28,6 +28,7 @@ from resinfra.lab.cluster import (
     root_of,
     scrape_targets,
     targets_healthy,
+    tunnel_report,
     tunnels_up,
     wait_for_event,
 )
@@ -36,6 +37,7 @@ from resinfra.netlab import wait_for
 from tests.conftest import ROOT, require_root
 
 NAME = "rlt"
+MARK = "192.0.2.1/32"
 TIMEOUT = 60.0
 """Seconds for anything the lab's timings do in under 10."""
 
@@ -110,7 +112,8 @@ def test_up_establishes_every_tunnel_and_scrapes_every_target(lab: LabState) -> 
 def test_a_killed_worker_is_replaced_and_scraped_again(lab: LabState) -> None:
     machine = victim(lab, tooling_site=False)
     namespace = lab.machines[machine].namespace
-    before = Path(f"/run/netns/{namespace}").stat().st_ino
+    # A mark in the machine's namespace (namespace inode numbers are reused): a new namespace does not have it.
+    subprocess.run(["ip", "-n", namespace, "addr", "add", MARK, "dev", "lo"], check=True)
     exporter = lab.processes[f"{machine}/prometheus-node-exporter"]
     killed = time.time()
     result = lab_command("kill", machine)
@@ -124,10 +127,13 @@ def test_a_killed_worker_is_replaced_and_scraped_again(lab: LabState) -> None:
     assert prometheus_query(lab.ui["prometheus"], f'up{{job="node", node="{machine}"}} == 1'), "scraped again"
     # Replaced as pulumi up --replace would: a new machine (namespace, exporter) with the same inventory entry.
     after = state()
-    assert Path(f"/run/netns/{namespace}").stat().st_ino != before
+    assert MARK not in subprocess.run(["ip", "-n", namespace, "addr", "show", "dev", "lo"], capture_output=True, text=True, check=True).stdout
     assert not alive(exporter) and alive(after.processes[f"{machine}/prometheus-node-exporter"])
     assert after.machines[machine].created > killed
     assert repairs_started(after, killed) == [machine], "replaced once"
+    # The replacement is a namespace like any other (created in this machine's mount namespace, not only the healer's).
+    other = next(w for w in workers(after) if after.machines[w].site != after.machines[machine].site)
+    assert ping(after, machine, other) and ping(after, other, machine)
 
 
 def test_a_partitioned_site_fires_site_unreachable_and_nothing_is_replaced(lab: LabState) -> None:
@@ -138,7 +144,12 @@ def test_a_partitioned_site_fires_site_unreachable_and_nothing_is_replaced(lab: 
     wait_for_event(lab, is_alert("SiteUnreachable", "firing", site=site), cut, TIMEOUT)
     refused = wait_for_event(lab, lambda e: e["event"] == "decision" and e["site"] == site and e["reason"] == "site-partitioned", cut, TIMEOUT)
     assert refused["kind"] == "refuse"
-    time.sleep(5)  # five more evaluations: NodeDown never fires for a dark site
+    # Long enough for dead-peer detection on the other gateways to tear the site's tunnels down: heal must re-establish them.
+    wait_for(
+        lambda: not any(conns.get(c) for s, conns in tunnel_report(state().netlab()).items() if s != site for c in conns if site in c),
+        TIMEOUT,
+        "the site's tunnels torn down",
+    )
     assert repairs_started(lab, cut) == []
     assert not [e for e in audit_events(lab) if e["ts"] >= cut and e["event"] == "alert" and e["alertname"] == "NodeDown"]
     healed = time.time()
@@ -157,10 +168,12 @@ def test_a_healer_killed_during_a_repair_does_not_replace_twice(lab: LabState) -
     wait_for_event(lab, lambda e: e["event"] == "repair-started" and e["machine"] == machine, killed, TIMEOUT)
     crash = lab_command("restart-healer", "--crash")  # the healer and the repair it runs die together
     assert crash.returncode == 0, crash.stderr
-    wait_for_event(lab, lambda e: e["event"] == "repair-interrupted" and e["machine"] == machine, killed, TIMEOUT)
+    restarted = wait_for_event(lab, lambda e: e["event"] == "repair-interrupted" and e["machine"] == machine, killed, TIMEOUT)
     # Alertmanager repeats the still-firing NodeDown to the restarted healer, which refuses: the outcome is unknown.
-    refused = wait_for_event(lab, lambda e: e["event"] == "decision" and e.get("machine") == machine and e["kind"] == "refuse", killed, TIMEOUT)
-    assert refused["reason"] == "repair-interrupted"
+    verdict = wait_for_event(
+        lab, lambda e: e.get("machine") == machine and (e["event"] == "repair-started" or e.get("kind") == "refuse"), restarted["ts"], TIMEOUT
+    )
+    assert (verdict["event"], verdict.get("reason")) == ("decision", "repair-interrupted"), f"replaced a second time: {verdict}"
     time.sleep(3)
     assert repairs_started(lab, killed) == [machine], "no second replacement"
     # The operator replaces it by hand, as the refusal says; the alert resolves.
@@ -168,6 +181,24 @@ def test_a_healer_killed_during_a_repair_does_not_replace_twice(lab: LabState) -
     assert lab_command("replace", machine).returncode == 0
     wait_for_event(lab, is_alert("NodeDown", "resolved", node=machine), replaced, TIMEOUT)
     assert repairs_started(lab, killed) == [machine]
+
+
+def test_a_killed_gateway_vm_takes_its_site_dark_and_its_replacement_brings_it_back(lab: LabState) -> None:
+    machine = next(
+        m for m in lab.machines.values() if m.role is Role.GATEWAY and m.site != next(t.site for t in lab.machines.values() if t.role is Role.TOOLING)
+    )
+    wait_for(lambda: targets_healthy(state()), TIMEOUT, "every target up")
+    killed = time.time()
+    assert lab_command("kill", machine.name).returncode == 0
+    # With repairGateways off (the dev stack), the healer sees a partition and replaces nothing.
+    wait_for_event(lab, is_alert("SiteUnreachable", "firing", site=machine.site), killed, TIMEOUT)
+    wait_for_event(lab, lambda e: e["event"] == "decision" and e["site"] == machine.site and e["reason"] == "site-partitioned", killed, TIMEOUT)
+    replaced = time.time()
+    result = lab_command("replace", machine.name)
+    assert result.returncode == 0 and "restarted in place" in result.stdout, result.stdout + result.stderr
+    wait_for(lambda: tunnels_up(state().netlab()) and targets_healthy(state()), TIMEOUT, "the site back", interval=0.5)
+    wait_for_event(lab, is_alert("SiteUnreachable", "resolved", site=machine.site), replaced, TIMEOUT)
+    assert repairs_started(lab, killed) == []
 
 
 def test_down_stops_every_process_and_removes_every_namespace(lab: LabState) -> None:
