@@ -487,6 +487,7 @@ def is_alert(name: str, status: str, **labels: str) -> Callable[[dict[str, Any]]
 
 def status_report(name: str, events: int = 10) -> dict[str, Any]:
     """What ``lab status`` shows, as data."""
+    require_root("status")  # the state directory is root's
     state = load(root_of(name))
     lab = state.netlab()
     report: dict[str, Any] = {
@@ -709,6 +710,7 @@ def down(name: str, out: Callable[[str], None] = print) -> bool:
         state = load(root)
         healer = state.processes.get("healer")
         if healer is not None and alive(healer):
+            stopped += 1
             # First, and without the lock: a repair in progress holds it. Its action dies with it.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(healer.pid, signal.SIGTERM)

@@ -115,32 +115,13 @@ def lab_plan(run: OfflineRun, name: str, root: Path) -> LabPlan:
             node_names=tuple(namespace_suffix(prefix, m.name, gateway.site) for m in own),
         )
         gateways.append(dataclasses.replace(gateway, lab_site=site))
-        if site_plan.gateway_vm is not None:
-            vm = site_plan.gateway_vm
-            machines.append(
-                LabMachine(
-                    name=vm.name,
-                    site=gateway.site,
-                    role=vm.role,
-                    private_ip=str(vm.private_ip),
-                    namespace=f"{name}-{gateway.site}",
-                    node_index=None,
-                    user_data=user_data[vm.name],
-                )
-            )
-        for index, m in enumerate(own, start=1):
-            namespace = f"{name}-{gateway.site}-{site.node_names[index - 1]}"
-            machines.append(
-                LabMachine(
-                    name=m.name,
-                    site=gateway.site,
-                    role=m.role,
-                    private_ip=str(m.private_ip),
-                    namespace=namespace,
-                    node_index=index,
-                    user_data=user_data[m.name],
-                )
-            )
+        # A gateway VM is its site's gateway namespace; the others have their own, behind it.
+        placed = [(site_plan.gateway_vm, f"{name}-{gateway.site}", None)] if site_plan.gateway_vm is not None else []
+        placed += [(m, f"{name}-{gateway.site}-{suffix}", i) for i, (m, suffix) in enumerate(zip(own, site.node_names, strict=True), start=1)]
+        machines += [
+            LabMachine(name=m.name, site=gateway.site, role=m.role, private_ip=str(m.private_ip), namespace=ns, node_index=i, user_data=user_data[m.name])
+            for m, ns, i in placed
+        ]
     production = stack.monitoring_plan(run.config, run.result.sites)
     tooling_root = root / "machines" / run.result.tooling_node.name
     monitoring = dataclasses.replace(production, layout=changes.tooling_layout(production.layout, tooling_root), timings=changes.LAB_TIMINGS)

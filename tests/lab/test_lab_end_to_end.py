@@ -3,7 +3,8 @@
 Up: every tunnel established, every worker reaches a worker of every other site, every
 scrape target up. A killed worker is replaced by the healer and scraped again; a
 partitioned site fires SiteUnreachable and nothing is replaced, and it recovers when
-healed; a healer killed during a repair does not repair twice; down leaves nothing.
+healed; a healer killed during a repair does not repair twice; a killed gateway VM darkens
+its site (nothing replaced) until it is replaced; down leaves nothing.
 The tests run in this order and share one lab.
 """
 

@@ -152,7 +152,7 @@ def test_forward_specs() -> None:
 
 def test_lab_commands_refuse_to_run_without_root(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr("os.geteuid", lambda: 1000)
-    for argv in (["up"], ["down"], ["kill", "x"], ["partition", "gcp"]):
+    for argv in (["up"], ["status"], ["down"], ["kill", "x"], ["partition", "gcp"], ["restart-healer"], ["replace", "x"]):
         assert lab_main(argv) == 2
         assert "needs root" in capsys.readouterr().err
 
