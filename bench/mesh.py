@@ -8,14 +8,13 @@ are for configuration and IKE, not for a kernel data path. Prints the median of 
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from resinfra.mesh.emulate import emulate, mesh_gateways, start_gateways
+from resinfra.mesh.emulate import run_gateways, start_gateways
 from resinfra.netlab import Lab, require_tools, wait_for
 from resinfra.offline import run_offline
 
@@ -38,14 +37,7 @@ def main() -> int:
         print(f"missing: {', '.join(missing)} (see .ci/run)", file=sys.stderr)
         return 1
     run = run_offline(dev_values())
-    plan = run.result.plan
-    strongswan = {}
-    for name, addresses in plan.items():
-        if addresses.gateway_vm is not None:
-            text = next(f.content for f in run.files if f.purpose == "swanctl" and f.machine == addresses.gateway_vm.name)
-            strongswan[name] = (run.outputs["sites"][name]["gateway"]["publicIps"][0], text)
-    emulated = emulate([json.loads(f.content) for f in run.files if f.purpose == "managed-ipsec"])
-    gateways = mesh_gateways(plan, strongswan, emulated)
+    gateways = run_gateways(run)
     restarted = next(g for g in gateways if g.site == RESTARTED)
     up_times, recovery_times = [], []
     tunnels = sum(t["tunnels"] for t in run.outputs["tunnels"])

@@ -273,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     from resinfra.healer import cli as heal_cli
 
     heal_cli.add_parser(sub, stack_args)
+
+    from resinfra.lab import cli as lab_cli
+
+    lab_cli.add_parser(sub, stack_args)
     return parser
 
 

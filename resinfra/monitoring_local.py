@@ -168,10 +168,17 @@ class WebhookReceiver:
         raise TimeoutError(f"no matching alert within {timeout} s; received: {[a['labels'] for _, a in self.alerts(since)]}")
 
 
-def write_files(plan: MonitoringPlan, notification_url: str | None = None) -> list[Path]:
+def node_exporter_argv(*args: str) -> list[str]:
+    """node_exporter with ``args`` (its listen address) and only the collectors the rules and dashboards read."""
+    return [NODE_EXPORTER_BIN, *args, "--collector.disable-defaults", *(f"--collector.{c}" for c in NODE_EXPORTER_COLLECTORS)]
+
+
+def write_files(
+    plan: MonitoringPlan, notification_url: str | None = None, healer_token: str = HEALER_TOKEN, grafana_password: str = GRAFANA_PASSWORD
+) -> list[Path]:
     """Write the resinfra VM's three push sets into the plan's (local) layout."""
     written = []
-    for push in (secrets_push(plan, HEALER_TOKEN, GRAFANA_PASSWORD, notification_url), targets_push(plan), config_push(plan)):
+    for push in (secrets_push(plan, healer_token, grafana_password, notification_url), targets_push(plan), config_push(plan)):
         for f in push.files:
             path = Path(f.path)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,10 +204,7 @@ class LocalMonitoring:
         self.processes[name] = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def start_node(self, node: str) -> None:
-        collectors = [f"--collector.{c}" for c in NODE_EXPORTER_COLLECTORS]
-        self._start(
-            f"node-{node}", [NODE_EXPORTER_BIN, f"--web.listen-address={LOOPBACK}:{self.exporter_ports[node]}", "--collector.disable-defaults", *collectors]
-        )
+        self._start(f"node-{node}", node_exporter_argv(f"--web.listen-address={LOOPBACK}:{self.exporter_ports[node]}"))
 
     def kill_node(self, node: str) -> float:
         """Stop a machine's node_exporter; returns time.monotonic() just before the kill."""

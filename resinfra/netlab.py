@@ -5,11 +5,18 @@ Layout for a lab named ``rm``::
 
     rm-wan          holds bridge ``wanbr`` (the "internet"); one veth per gateway
     rm-<site>       gateway: ``wan`` (public addresses as /32s), ``lan`` (site subnet)
-    rm-<site>-n<i>  node i of the site: ``eth0`` on the site subnet, default via the gateway
+    rm-<site>-n<i>  node i of the site (or ``rm-<site>-<name>`` with ``node_names``): ``eth0`` on the
+                    site subnet, default via the gateway
 
 Every charon runs with its own strongswan.conf (kernel-libipsec before kernel-netlink: there
 is no kernel ESP here), its own vici socket and its own /run (charon's pid file path is
 fixed), all under the lab's work directory. Processes are ended by their own PID.
+
+One adaptation to userspace ESP is made to every swanctl.conf loaded (:func:`pin_reqids`):
+libipsec picks a packet's outbound SA by reqid alone, while the kernel also matches the
+peer's address; when several tunnels negotiate at once (both ends re-initiating after an
+outage), charon's dynamic reqids can end up swapped between two tunnels, which the kernel
+shrugs off and libipsec does not (traffic leaves through the other tunnel's SA).
 """
 
 from __future__ import annotations
@@ -61,6 +68,28 @@ charon {{
 """
 
 
+_CHILD_TS = re.compile(r"^(?P<indent>\s+)local_ts = ", re.MULTILINE)
+_REQID = re.compile(r"^\s+reqid = \d+\n", re.MULTILINE)
+
+
+def pin_reqids(swanctl_conf: str) -> str:
+    """The same swanctl.conf with a fixed ``reqid`` per CHILD_SA, numbered in order (1, 2, ...).
+
+    Example: a child block's ``local_ts = 10.10.48.0/20`` line gets ``reqid = 1`` before it.
+    """
+    counter = iter(range(1, 1 << 16))
+    unpinned = _REQID.sub("", swanctl_conf)  # pinning twice gives the same text
+    return _CHILD_TS.sub(lambda m: f"{m['indent']}reqid = {next(counter)}\n{m[0]}", unpinned)
+
+
+def fixed_mac(address: str) -> str:
+    """A locally administered MAC derived from an address. A bridge without a fixed MAC takes its lowest port's and
+    changes when that port goes; a node created again would get a new one. Either way its neighbours' ARP entries
+    would point nowhere for up to half a minute."""
+    octets = ipaddress.IPv4Address(address).packed
+    return "02:00:" + ":".join(f"{b:02x}" for b in octets)
+
+
 class LabError(RuntimeError):
     """A lab command failed or a condition was not reached in time."""
 
@@ -98,6 +127,8 @@ class LabSite:
     """/32s on the gateway's ``lo`` (BGP APIPA addresses): present before charon starts."""
     bgp_peers: tuple[str, ...] = ()
     """Peer BGP addresses reached through ``ipsec0``."""
+    node_names: tuple[str, ...] = ()
+    """Namespace suffix of each node (``worker-1`` gives ``<lab>-<key>-worker-1``); ``n<i>`` when not given."""
 
 
 @dataclass
@@ -116,6 +147,8 @@ class Lab:
     charons: dict[str, Daemon] = field(default_factory=dict)
     birds: dict[str, Daemon] = field(default_factory=dict)
     namespaces: list[str] = field(default_factory=list)
+    detach: bool = False
+    """Start charon and bird in their own sessions, so they outlive the process that started them (the lab)."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9]{0,5}", self.name):
@@ -130,7 +163,13 @@ class Lab:
         return f"{self.name}-{key}"
 
     def node_ns(self, key: str, index: int) -> str:
-        return f"{self.name}-{key}-n{index}"
+        names = self.sites[key].node_names if key in self.sites else ()
+        return f"{self.name}-{key}-{names[index - 1] if names else f'n{index}'}"
+
+    @staticmethod
+    def wan_port(key: str) -> str:
+        """The underlay bridge's port toward a site's gateway (in the ``wan`` namespace)."""
+        return f"p-{key}"[:15]
 
     def site_dir(self, key: str) -> Path:
         return self.workdir / key
@@ -157,15 +196,19 @@ class Lab:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.sites = {s.key: s for s in sites}
         self._netns(self.wan_ns)
-        run("ip", "-n", self.wan_ns, "link", "add", "name", "wanbr", "type", "bridge")
+        run("ip", "-n", self.wan_ns, "link", "add", "name", "wanbr", "address", fixed_mac("0.0.0.1"), "type", "bridge")
         run("ip", "-n", self.wan_ns, "link", "set", "dev", "wanbr", "up")
         all_public = [ip for s in self.sites.values() for ip in s.public_ips]
+        ports = [self.wan_port(key) for key in self.sites]
+        if len(set(ports)) != len(ports):
+            raise LabError(f"site names give clashing interface names (at most 15 characters): {ports}")
         for site in self.sites.values():
             gw = self.gw_ns(site.key)
             self._netns(gw)
             # Created straight inside the namespaces: nothing appears in the root namespace.
-            run("ip", "link", "add", "name", "wan", "netns", gw, "type", "veth", "peer", "name", f"p-{site.key}"[:15], "netns", self.wan_ns)
-            run("ip", "-n", self.wan_ns, "link", "set", "dev", f"p-{site.key}"[:15], "master", "wanbr", "up")
+            port = self.wan_port(site.key)
+            run("ip", "link", "add", "name", "wan", "netns", gw, "type", "veth", "peer", "name", port, "netns", self.wan_ns)
+            run("ip", "-n", self.wan_ns, "link", "set", "dev", port, "master", "wanbr", "up")
             run("ip", "-n", gw, "link", "set", "dev", "wan", "up")
             for ip in site.public_ips:
                 run("ip", "-n", gw, "addr", "add", f"{ip}/32", "dev", "wan")
@@ -175,19 +218,42 @@ class Lab:
             for ip in site.loopbacks:
                 run("ip", "-n", gw, "addr", "add", f"{ip}/32", "dev", "lo")
             self.ns(gw, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            run("ip", "-n", gw, "link", "add", "name", "lan", "type", "bridge")
+            run("ip", "-n", gw, "link", "add", "name", "lan", "address", fixed_mac(str(site.lan.ip)), "type", "bridge")
             run("ip", "-n", gw, "addr", "add", str(site.lan), "dev", "lan")
             run("ip", "-n", gw, "link", "set", "dev", "lan", "up")
-            for index, node in enumerate(site.nodes, start=1):
-                ns = self.node_ns(site.key, index)
-                self._netns(ns)
-                port = f"n{index}"
-                run("ip", "link", "add", "name", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns", gw)
-                run("ip", "-n", gw, "link", "set", "dev", port, "master", "lan", "up")
-                run("ip", "-n", ns, "addr", "add", str(node), "dev", "eth0")
-                run("ip", "-n", ns, "link", "set", "dev", "eth0", "up")
-                run("ip", "-n", ns, "route", "add", "default", "via", str(site.lan.ip))
+            for index in range(1, len(site.nodes) + 1):
+                self.add_node(site.key, index)
             self.site_dir(site.key).mkdir(parents=True, exist_ok=True)
+
+    def add_node(self, key: str, index: int) -> str:
+        """Create node ``index`` of site ``key``: its namespace, a veth into the gateway's LAN bridge, its address and
+        default route. Returns the namespace."""
+        site = self.sites[key]
+        ns, gw, port = self.node_ns(key, index), self.gw_ns(key), f"n{index}"
+        self._netns(ns)
+        address = site.nodes[index - 1]
+        # Created again, the node keeps its MAC as it keeps its address (see fixed_mac).
+        run("ip", "link", "add", "name", "eth0", "netns", ns, "address", fixed_mac(str(address.ip)), "type", "veth", "peer", "name", port, "netns", gw)
+        run("ip", "-n", gw, "link", "set", "dev", port, "master", "lan", "up")
+        run("ip", "-n", ns, "addr", "add", str(address), "dev", "eth0")
+        run("ip", "-n", ns, "link", "set", "dev", "eth0", "up")
+        run("ip", "-n", ns, "route", "add", "default", "via", str(site.lan.ip))
+        return ns
+
+    def remove_node(self, key: str, index: int) -> None:
+        """Delete node ``index``: its veth (both ends, at once) and its namespace (its processes must be gone), so the
+        node can be created again under the same names. Either may already be gone."""
+        ns = self.node_ns(key, index)
+        # Not left to the namespace's teardown, which the kernel does asynchronously (seconds on a busy machine).
+        run("ip", "-n", self.gw_ns(key), "link", "del", "dev", f"n{index}", check=False)
+        run("ip", "netns", "del", ns, check=False)
+        if ns in self.namespaces:
+            self.namespaces.remove(ns)
+
+    def set_uplink(self, key: str, up: bool) -> None:
+        """Cut (or restore) a site's only way to the underlay: its bridge port goes down, the gateway's ``wan`` loses
+        carrier (its addresses and routes stay, as on a VM whose upstream link failed)."""
+        run("ip", "-n", self.wan_ns, "link", "set", "dev", self.wan_port(key), "up" if up else "down")
 
     # -- charon ------------------------------------------------------------------
     def vici(self, key: str) -> str:
@@ -216,6 +282,8 @@ class Lab:
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=self.detach,
         )
         self.charons[key] = Daemon(process, log)
         wait_for(lambda: (site_dir / "charon.vici").exists() or process.poll() is not None, 10, f"charon of {key}")
@@ -229,7 +297,7 @@ class Lab:
 
     def write_swanctl(self, key: str, swanctl_conf: str) -> Path:
         path = self.site_dir(key) / "swanctl.conf"
-        path.write_text(swanctl_conf)
+        path.write_text(pin_reqids(swanctl_conf))
         path.chmod(0o600)
         return path
 
@@ -284,6 +352,8 @@ class Lab:
                 ["ip", "netns", "exec", self.gw_ns(key), "bird", "-f", "-c", str(conf), "-s", str(sock), "-P", str(site_dir / "bird.pid")],
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=self.detach,
             )
         self.birds[key] = Daemon(process, log)
         wait_for(lambda: sock.exists() or process.poll() is not None, 10, f"bird of {key}")

@@ -15,13 +15,16 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resinfra.addressing import SiteAddresses
 from resinfra.mesh import crypto
 from resinfra.netlab import Lab, LabSite
 from resinfra.render.bird import BirdSession, render_bird
 from resinfra.render.swanctl import SwanChild, SwanConnection, render_swanctl
+
+if TYPE_CHECKING:
+    from resinfra.offline import OfflineRun
 
 MANAGED_LAN_HOST = 1
 """The emulated cloud router's address in the site subnet (both clouds use the first host)."""
@@ -161,6 +164,18 @@ def mesh_gateways(
         lab_site = LabSite(name, emu.public_ips, lan, nodes, loopbacks=emu.loopbacks, bgp_peers=emu.bgp_peers)
         gateways.append(MeshGateway(name, lab_site, emu.swanctl, emu.bird))
     return gateways
+
+
+def run_gateways(run: OfflineRun, nodes_per_site: int = 1) -> list[MeshGateway]:
+    """Every site's gateway from an offline run's rendered files: each strongSwan gateway VM's swanctl.conf and public
+    address, and the managed ends emulated from their descriptions (what ``resinfra render`` writes)."""
+    strongswan = {}
+    for name, addresses in run.result.plan.items():
+        if addresses.gateway_vm is not None:
+            text = next(f.content for f in run.files if f.purpose == "swanctl" and f.machine == addresses.gateway_vm.name)
+            strongswan[name] = (run.outputs["sites"][name]["gateway"]["publicIps"][0], text)
+    emulated = emulate([json.loads(f.content) for f in run.files if f.purpose == "managed-ipsec"])
+    return mesh_gateways(run.result.plan, strongswan, emulated, nodes_per_site)
 
 
 def start_mesh(lab: Lab, gateways: Sequence[MeshGateway]) -> None:

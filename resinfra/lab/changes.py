@@ -1,0 +1,102 @@
+"""Everything the lab changes from what the program renders for the clouds: the one place to read (and review) it.
+
+The lab runs what ``run_offline`` renders (the path of ``resinfra plan`` and ``render``).
+Addresses and ports stay as rendered: every machine has its own network namespace, so its
+private address, its ports and its own loopback (where Prometheus, Alertmanager and the
+healer listen on the resinfra VM) are the production ones. What differs:
+
+1. **Paths**: every file lives under the lab's state directory (:func:`tooling_layout`,
+   :func:`healer_layout`, :func:`machine_path`).
+2. **Timings**: alerts after seconds instead of minutes (:data:`LAB_TIMINGS`), and the
+   healer's startup grace, cooldown and evaluation tick (:func:`healer_policy`,
+   :data:`HEALER_TICK_SECONDS`).
+3. **Processes**: started with their units' command lines, as root and without systemd;
+   node_exporter with only the collectors the rules and dashboards read
+   (``resinfra.monitoring_local.node_exporter_argv``), to spare a small machine's CPU.
+4. **Size**: ``--workers N`` sets every site's ``workers`` before the program runs (:func:`with_workers`).
+5. **Secrets**: the healer's bearer token and Grafana's password are random per lab (the
+   offline run only has placeholders).
+6. **Replacement**: the healer's action re-creates the machine's namespace instead of running
+   ``pulumi up --replace`` (:data:`REPLACE_SECONDS` stands in for the provider's VM creation).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from resinfra.config import HealerConfig
+from resinfra.monitoring_local import LOCAL_TIMINGS
+from resinfra.render.healer import HealerLayout
+from resinfra.render.monitoring import ToolingLayout
+
+LAB_NAME = "rlab"
+"""The default lab name: every namespace the lab creates starts with ``rlab-``, and its state lives in
+``/run/resinfra-lab/rlab``. Nothing else on a machine uses it; ``--name`` runs a second lab beside it."""
+STATE_ROOT = Path("/var/lib/resinfra-lab")
+"""Not under /run: each gateway's charon gets a private /run (its pid file path is fixed), which would hide the lab's
+files from it. A state left by a reboot (its namespaces gone) is recognised by the boot id and cleared by ``up``."""
+
+LAB_TIMINGS = dataclasses.replace(LOCAL_TIMINGS, latency_for=30, resource_for=30, healer_repeat_interval=10)
+"""The production rules at a scale one can watch, as in the loopback tests: scrape every second, NodeDown after 3 s
+(production: 15 s and 60 s, so a kill takes over a minute to be noticed). Alertmanager repeats a firing alert to the
+healer every 10 s, so a restarted healer relearns what is firing within seconds (production: 5 minutes); latency and
+resource alerts wait 30 s, so a busy lab machine does not trip them."""
+
+STARTUP_GRACE_SECONDS = 10
+"""A fresh machine gets 10 s to boot (production default 900 s): a lab machine boots in well under a second."""
+COOLDOWN_SECONDS = 60
+"""The least ``resinfra:healer.cooldownSeconds`` accepts (production default 600 s)."""
+HEALER_TICK_SECONDS = 1.0
+"""The healer re-decides every second without a webhook (production 15 s), so grace and backoff end on time."""
+REPLACE_SECONDS = 2.0
+"""How long the lab's replacement waits between destroying the machine and creating it again: the provider's VM
+creation and first boot take minutes; the lab keeps a short, visible window (a healer restarted in it finds an
+interrupted repair)."""
+
+
+def tooling_layout(production: ToolingLayout, root: Path) -> ToolingLayout:
+    """The resinfra VM's layout with every path under ``root``; endpoints unchanged (the VM's namespace has its own loopback)."""
+    return dataclasses.replace(
+        production,
+        config_dir=str(root / "etc/prometheus"),
+        prometheus_data_dir=str(root / "var/lib/prometheus/metrics2"),
+        alertmanager_data_dir=str(root / "var/lib/prometheus/alertmanager"),
+        grafana_dir=str(root / "etc/grafana"),
+        systemd_dir=str(root / "etc/systemd/system"),
+    )
+
+
+def healer_layout(root: Path) -> HealerLayout:
+    """The healer's files under ``root`` (settings, token, journal, audit log), named as on the resinfra VM."""
+    return HealerLayout(
+        etc_dir=str(root / "etc/resinfra-healer"),
+        state_dir=str(root / "var/lib/resinfra-healer"),
+        log_dir=str(root / "var/log/resinfra-healer"),
+        lib_dir=str(root / "usr/local/lib/resinfra-healer"),
+        systemd_dir=str(root / "etc/systemd/system"),
+    )
+
+
+def healer_policy(production: HealerConfig) -> HealerConfig:
+    """The stack's ``resinfra:healer`` settings with the lab's waits; every other threshold (maxUnhealthy, flapping,
+    repairGateways, dryRun) is the stack's own."""
+    return production.model_copy(update={"startup_grace_seconds": STARTUP_GRACE_SECONDS, "cooldown_seconds": COOLDOWN_SECONDS})
+
+
+def machine_path(machine_root: Path, path: str) -> Path:
+    """Where a machine's file (``/etc/prometheus/blackbox.yml``) lives in the lab: under the machine's own directory."""
+    return machine_root / path.lstrip("/")
+
+
+def with_workers(values: Mapping[str, Any], workers: int | None) -> dict[str, Any]:
+    """The stack config with every site's ``workers`` set to ``workers`` (None: as configured)."""
+    out = copy.deepcopy(dict(values))
+    if workers is not None:
+        for site in out.get("resinfra:sites") or []:
+            if isinstance(site, dict):
+                site["workers"] = workers
+    return out
