@@ -354,3 +354,20 @@ def test_labels_on_every_taggable_resource(offline_runs: dict[str, OfflineRun]) 
             assert "resinfra-site-proxmox" in labels and any(t.startswith("resinfra-role-") for t in labels)
         elif labels:
             assert labels["resinfra-stack"] == "dev" and labels["resinfra-site"] in r.name
+
+
+@pytest.mark.parametrize("shape_name", ["all-four", "gcp-azure"])
+def test_a_second_run_declares_exactly_the_same(shape_name: str, offline_runs: dict[str, OfflineRun]) -> None:
+    """Convergence: the same config gives the same URNs, inputs, options and dependencies, so a
+    preview after `pulumi up` is empty (no clock, no unordered iteration, no fresh randomness)."""
+    first = offline_runs[shape_name]
+    second = run_offline(shape(*STACK_SHAPES[shape_name]), stack_name="dev")
+
+    def declared(run: OfflineRun) -> dict[str, tuple[Any, ...]]:
+        return {r.urn: (r.inputs, sorted(r.secret_inputs), sorted(r.dependencies), r.parent, r.provider, r.delete_before_replace) for r in run.resources}
+
+    a, b = declared(first), declared(second)
+    assert a.keys() == b.keys()
+    changed = [urn for urn in a if a[urn] != b[urn]]
+    assert not changed, f"inputs differ between two runs of one config: {changed[:5]}"
+    assert first.outputs == second.outputs
