@@ -259,7 +259,7 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
     state = load(root)
     with progress.step(f"waiting for every tunnel ({plan.tunnels}) to be established"):
         wait_for(lambda: tunnels_up(state.netlab()), UP_TIMEOUT, "every tunnel established", interval=0.2)
-    with progress.step(f"waiting for Prometheus to scrape every target ({state.expected_targets}) across the tunnels"):
+    with progress.step(f"waiting for Prometheus to scrape every machine and probe ({state.expected_targets} targets) across the tunnels"):
         wait_for(lambda: targets_healthy(state), UP_TIMEOUT, "every scrape target up", interval=0.5)
     out(f"lab {name} is up in {progress.total:.1f} s")
     out("")
