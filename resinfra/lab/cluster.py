@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from resinfra.addressing import Role
+from resinfra.cli import StackFileError
+from resinfra.config import ConfigError
 from resinfra.lab import changes
 from resinfra.lab.boot import boot_plan
 from resinfra.lab.plan import LabPlan, inventory_document
@@ -219,6 +221,10 @@ def up(
     out(f"resinfra lab up: lab {name}, state in {root}")
     try:
         return _up(name, root, stack_name, config_file, workers, progress)
+    except (ConfigError, StackFileError):
+        # Refused before anything was created: no logs to keep, nothing to stop.
+        out("lab up refused the stack config; nothing was started")
+        raise
     except BaseException:
         kept = keep_logs(root)
         out(f"lab up failed after {progress.total:.1f} s; stopping what it started (logs kept in {kept})")

@@ -161,3 +161,22 @@ def test_a_lab_name_is_a_short_prefix(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         lab_main(["status", "--name", "Not-A-Name"])
     assert "1-6 lowercase" in capsys.readouterr().err
+
+
+def test_a_bad_stack_config_is_refused_before_anything_is_created(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from resinfra.config import ConfigError
+    from resinfra.lab import cluster
+
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr(cluster, "missing_tools", list)
+    monkeypatch.setattr(cluster, "root_of", lambda name: tmp_path / "labs" / name)
+    monkeypatch.setattr(cluster, "down", lambda *a, **k: pytest.fail("nothing was started, nothing to take down"))
+    bad = tmp_path / "Pulumi.bad.yaml"
+    config = dev_config()
+    config["resinfra:supernet"] = "10.10.0.0/33"
+    bad.write_text(json.dumps({"config": config}))
+    lines: list[str] = []
+    with pytest.raises(ConfigError, match="resinfra:supernet"):
+        cluster.up("rbad", None, str(bad), None, out=lines.append)
+    assert lines[-1] == "lab up refused the stack config; nothing was started"
+    assert not (tmp_path / "labs").exists(), "no state, no kept logs"
