@@ -35,7 +35,7 @@ from resinfra.render.monitoring import ToolingLayout
 
 LAB_NAME = "rlab"
 """The default lab name: every namespace the lab creates starts with ``rlab-``, and its state lives in
-``/run/resinfra-lab/rlab``. Nothing else on a machine uses it; ``--name`` runs a second lab beside it."""
+``/var/lib/resinfra-lab/rlab``. Nothing else on a machine uses it; ``--name`` runs a second lab beside it."""
 STATE_ROOT = Path("/var/lib/resinfra-lab")
 """Not under /run: each gateway's charon gets a private /run (its pid file path is fixed), which would hide the lab's
 files from it. A state left by a reboot (its namespaces gone) is recognised by the boot id and cleared by ``up``."""
