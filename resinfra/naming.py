@@ -24,6 +24,12 @@ def stem(prefix: str, site: str) -> str:
     return f"{prefix}-{site}"
 
 
+def link_name(first: str, second: str) -> str:
+    """The mesh link between two sites, lower-numbered site first: ``gcp-azure``. Plan, outputs
+    and the monitoring's ``tunnel`` label all use it, so an alert names the link as the plan does."""
+    return f"{first}-{second}"
+
+
 def child_name(site_stem: str, suffix: str) -> str:
     """A resource name on a site: ``child_name("ri-dev-gcp", "fw-ssh")`` is ``ri-dev-gcp-fw-ssh``."""
     name = f"{site_stem}-{suffix}"

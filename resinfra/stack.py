@@ -182,6 +182,7 @@ def monitoring_plan(cfg: StackConfig, sites: list[SiteComponent]) -> monitoring.
         monitoring.ToolingLayout(grafana=monitoring.Endpoint(tooling.private_ip, monitoring.GRAFANA_PORT)),
         thresholds=monitoring.Thresholds(latency_seconds=cfg.tooling.latency_threshold_ms / 1000),
         healer=cfg.healer.backend_url is not None,
+        site_order=[s.name for s in sorted(cfg.sites, key=lambda s: s.number)],
     )
 
 

@@ -15,6 +15,7 @@ from ipaddress import IPv4Address, IPv4Network
 from resinfra.addressing import GATEWAY_VM_PROVIDERS, SiteAddresses, apipa_address, apipa_network
 from resinfra.config import AzureSite, GcpSite, Provider, Site, StackConfig
 from resinfra.mesh.crypto import POLICY, CryptoPolicy
+from resinfra.naming import link_name
 from resinfra.sites.base import GatewayKind
 
 
@@ -104,7 +105,7 @@ class LinkPlan:
     @property
     def name(self) -> str:
         """``gcp-azure``: the lower-numbered site first."""
-        return f"{self.a.site}-{self.b.site}"
+        return link_name(self.a.site, self.b.site)
 
     def end(self, site: str) -> LinkEnd:
         return self.a if site == self.a.site else self.b

@@ -297,11 +297,12 @@ def dashboard_json(builder: cogbuilder.Builder[gmodel.Dashboard]) -> str:
 
 
 def render_dashboards(plan: MonitoringPlan) -> dict[str, str]:
-    """Every dashboard as JSON, by file name.
+    """Every dashboard as JSON, by file name (the healing one only when the healer is deployed).
 
     Example: ``render_dashboards(plan)["latency.json"]`` holds the cross-site latency matrix.
     """
-    return {name: dashboard_json(build(plan)) for name, build in DASHBOARDS.items()}
+    # Without the healer nothing feeds the healing dashboard: an empty board only misleads.
+    return {name: dashboard_json(build(plan)) for name, build in DASHBOARDS.items() if plan.healer or build is not healing_dashboard}
 
 
 def dashboard_queries(text: str) -> list[str]:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from resinfra.addressing import Role
+from resinfra.naming import link_name
 from resinfra.render.cloud_init import NODE_EXPORTER_PORT
 
 PROMETHEUS_PORT = 9090
@@ -252,19 +253,22 @@ class MonitoringPlan:
     healer: bool = True
     """Whether the healer runs on the resinfra VM (``resinfra:healer.backendUrl`` is set):
     its scrape job and the HealerDown alert exist only then."""
+    site_order: tuple[str, ...] = ()
+    """Sites by their number, the order the mesh names its links in (empty: inventory order)."""
 
     @property
     def sites(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(n.site for n in self.nodes))
 
+    def tunnel_name(self, a: str, b: str) -> str:
+        """The link between two sites as the mesh names it (``gcp-azure``), whichever end probes."""
+        order = self.site_order or self.sites
+        first, second = sorted((a, b), key=order.index)
+        return link_name(first, second)
+
     def probe_pairs(self) -> list[tuple[Prober, ProbeTarget]]:
         """Every (prober, target) with the target on another site: the mesh job's targets."""
         return [(p, t) for p in self.probers for t in self.probe_targets if t.site != p.site]
-
-
-def tunnel_name(a: str, b: str) -> str:
-    """The tunnel between two sites, the same whichever end probes: ``azure--gcp``."""
-    return "--".join(sorted((a, b)))
 
 
 def prober_of(site: str, nodes: Iterable[InventoryNode], tooling_node: InventoryNode) -> InventoryNode | None:
@@ -302,6 +306,7 @@ def monitoring_plan(
     timings: AlertTimings | None = None,
     thresholds: Thresholds | None = None,
     healer: bool = True,
+    site_order: Iterable[str] = (),
 ) -> MonitoringPlan:
     """The monitoring plan for a stack's inventory.
 
@@ -331,6 +336,7 @@ def monitoring_plan(
         timings=timings or AlertTimings(),
         thresholds=thresholds or Thresholds(),
         healer=healer,
+        site_order=tuple(site_order),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from resinfra.render.monitoring import Job, MonitoringPlan, Scope, tunnel_name
+from resinfra.render.monitoring import Job, MonitoringPlan, Scope
 from resinfra.render.yamltext import dump_yaml
 
 
@@ -32,7 +32,7 @@ def render_mesh_file_sd(plan: MonitoringPlan) -> str:
 
     The target's address is the prober's blackbox_exporter; ``__param_target`` is what it
     pings. ``site``/``node``/``role`` describe the pinged machine, ``source_site`` the prober's
-    site and ``tunnel`` the pair of sites whatever the direction.
+    site and ``tunnel`` the mesh link between the two sites (its name in the plan), whatever the direction.
     """
     groups = [
         {
@@ -44,7 +44,7 @@ def render_mesh_file_sd(plan: MonitoringPlan) -> str:
                 "site": target.site,
                 "role": target.role.value,
                 "node": target.node,
-                "tunnel": tunnel_name(prober.site, target.site),
+                "tunnel": plan.tunnel_name(prober.site, target.site),
             },
         }
         for prober, target in sorted(plan.probe_pairs(), key=lambda pair: (pair[0].site, pair[1].site, pair[1].node))

@@ -18,7 +18,7 @@ import pytest
 
 from resinfra import stack
 from resinfra.offline import OfflineRun
-from resinfra.render.monitoring import Job, MonitoringPlan, ProbeTarget, ScrapeTarget, ToolingLayout, tunnel_name
+from resinfra.render.monitoring import Job, MonitoringPlan, ProbeTarget, ScrapeTarget, ToolingLayout
 from resinfra.render.prometheus import ALERT_NAMES, alert_rules, render_rules
 from resinfra.render.yamltext import dump_yaml
 from tests.conftest import require_tool
@@ -43,7 +43,7 @@ def probe_series(plan: MonitoringPlan, source: str, t: ProbeTarget, metric: str 
     prober = next(p for p in plan.probers if p.site == source)
     return (
         f'{metric}{{job="{Job.MESH}", instance="{t.address}", source_site="{source}", prober="{prober.node}", '
-        f'site="{t.site}", role="{t.role}", node="{t.node}", tunnel="{tunnel_name(source, t.site)}"{extra}}}'
+        f'site="{t.site}", role="{t.role}", node="{t.node}", tunnel="{plan.tunnel_name(source, t.site)}"{extra}}}'
     )
 
 
@@ -200,8 +200,8 @@ def test_a_node_down_on_another_site_is_still_reported_during_a_partition(plan: 
     assert_passes(result)
 
 
-def tunnel_labels(source: str, site: str) -> dict[str, str]:
-    return {"source_site": source, "site": site, "tunnel": tunnel_name(source, site)}
+def tunnel_labels(source: str, site: str, tunnel: str) -> dict[str, str]:
+    return {"source_site": source, "site": site, "tunnel": tunnel}
 
 
 def test_tunnel_down_fires_after_its_for_and_not_on_a_blip(plan: MonitoringPlan, tmp_path: Path) -> None:
@@ -212,7 +212,7 @@ def test_tunnel_down_fires_after_its_for_and_not_on_a_blip(plan: MonitoringPlan,
     # proxmox's prober misses one probe to hetzner's gateway.
     hetzner_gw = next(t for t in plan.probe_targets if t.site == "hetzner")
     series[probe_series(plan, "proxmox", hetzner_gw)] = f"1 1 0 1x{STEPS - 3}"
-    down = {"eval_time": "150s", "alertname": "TunnelDown", "exp_alerts": [expected(plan, "TunnelDown", tunnel_labels("gcp", "azure"))]}
+    down = {"eval_time": "150s", "alertname": "TunnelDown", "exp_alerts": [expected(plan, "TunnelDown", tunnel_labels("gcp", "azure", "gcp-azure"))]}
     result = run_promtool(plan, tmp_path, series, [none("TunnelDown", "135s"), down, {**down, "eval_time": "10m"}])
     assert_passes(result)
 
@@ -226,7 +226,7 @@ def test_cross_site_latency_fires_when_sustained(plan: MonitoringPlan, tmp_path:
     # A single slow reply and failed probes (rtt 0) never count.
     series[probe_series(plan, "azure", quick, "probe_icmp_duration_seconds", rtt)] = f"0.02 0.9 0 0 0.02x{STEPS - 4}"
     labels = {
-        **tunnel_labels("azure", "proxmox"),
+        **tunnel_labels("azure", "proxmox", "azure-proxmox"),
         **next(r for g in alert_rules(plan)["groups"] for r in g["rules"] if r.get("alert") == "CrossSiteLatencyHigh")["labels"],
     }
     annotations = {"summary": "round trip azure -> proxmox is 300ms", "description": f"Above {plan.thresholds.latency_seconds} s for 600s."}

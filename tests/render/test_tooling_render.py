@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from resinfra import stack
 from resinfra.addressing import Role
 from resinfra.monitoring_local import write_files
-from resinfra.offline import OfflineRun
+from resinfra.offline import OfflineRun, run_offline
 from resinfra.render import grafana
 from resinfra.render.alertmanager import render_alertmanager_config
 from resinfra.render.blackbox import render_blackbox_config
@@ -27,7 +27,7 @@ from resinfra.render.prometheus import render_mesh_file_sd, render_nodes_file_sd
 from resinfra.render.push_script import render_push_script
 from resinfra.render.tooling_files import config_push, prober_boot, secrets_push, targets_push
 from resinfra.render.tooling_units import blackbox_service, render_unit, tooling_services
-from tests.conftest import STACK_SHAPES, require_tool
+from tests.conftest import STACK_SHAPES, dev_config, require_tool
 
 NOTIFY_URL = "https://hooks.example.org/services/T000/B000/notify-sentinel"
 
@@ -309,3 +309,25 @@ def test_push_scripts_pass_shellcheck(offline_runs: dict[str, OfflineRun], tmp_p
         script.write_text(render_push_script(list(push.files), push.then, push.before))
         result = check("shellcheck", "-s", "bash", str(script))
         assert result.returncode == 0, f"{push.purpose}: {result.stdout}"
+
+
+@pytest.mark.parametrize("reversed_sites", [False, True], ids=["config-order", "sites-listed-backwards"])
+def test_tunnel_labels_name_the_links_as_the_plan_does(reversed_sites: bool, offline_runs: dict[str, OfflineRun]) -> None:
+    """A TunnelDown alert's ``tunnel`` is the link's name in `resinfra plan` and the `tunnels`
+    output (lower-numbered site first), whichever end probes and in whatever order sites are listed."""
+    if reversed_sites:
+        values = dev_config()
+        values["resinfra:sites"] = values["resinfra:sites"][::-1]
+        run = run_offline(values, stack_name="dev")
+    else:
+        run = offline_runs["all-four"]
+    links = {t["name"] for t in run.outputs["tunnels"]}
+    assert links == {"gcp-azure", "gcp-hetzner", "gcp-proxmox", "azure-hetzner", "azure-proxmox", "hetzner-proxmox"}
+    mesh = json.loads(render_mesh_file_sd(plan_of(run)))
+    assert {g["labels"]["tunnel"] for g in mesh} == links
+
+
+def test_the_healing_dashboard_only_with_the_healer(offline_runs: dict[str, OfflineRun]) -> None:
+    plan = plan_of(offline_runs["all-four"])
+    assert plan.healer and "healing.json" in grafana.render_dashboards(plan)
+    assert set(grafana.render_dashboards(dataclasses.replace(plan, healer=False))) == {"nodes.json", "latency.json", "tunnels.json"}
