@@ -276,20 +276,25 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
         f"NodeDown after {changes.LAB_TIMINGS.node_down_for} s (production: 15 s and 60 s), healer startup grace "
         f"{changes.STARTUP_GRACE_SECONDS} s, cooldown {changes.COOLDOWN_SECONDS} s."
     )
-    site = next(s.key for s in state.sites if s.key != state.machines[plan.tooling.name].site)
-    out(
-        f"Try: resinfra lab status | lab kill {kill_suggestion(state)} | lab partition {site} | lab heal {site} | lab down"
-        + (f"  (all with --name {name})" if name != changes.LAB_NAME else "")
-    )
+    tries = ["resinfra lab status"]
+    victim = kill_suggestion(state)
+    if victim is not None:
+        tries.append(f"lab kill {victim}")
+    # A partition cuts a site off from the resinfra VM's: a stack of one site has none to cut.
+    site = next((s.key for s in state.sites if s.key != state.machines[plan.tooling.name].site), None)
+    if site is not None:
+        tries += [f"lab partition {site}", f"lab heal {site}"]
+    out("Try: " + " | ".join([*tries, "lab down"]) + (f"  (all with --name {name})" if name != changes.LAB_NAME else ""))
     return state
 
 
-def kill_suggestion(state: LabState) -> str:
+def kill_suggestion(state: LabState) -> str | None:
     """A worker whose death is a NodeDown: its site keeps another machine (else the site goes dark, a partition),
     preferably across a tunnel from the resinfra VM."""
     tooling_site = next(m.site for m in state.machines.values() if m.role is Role.TOOLING)
     candidates = [m for m in state.machines.values() if m.role is Role.WORKER and any(o.site == m.site and o.name != m.name for o in state.machines.values())]
-    return sorted(candidates, key=lambda m: (m.site == tooling_site, -(m.node_index or 0)))[0].name
+    ranked = sorted(candidates, key=lambda m: (m.site == tooling_site, -(m.node_index or 0)))
+    return ranked[0].name if ranked else None
 
 
 def _record_plan(plan: LabPlan, stack: str, path: Path, workers: int | None) -> LabState:
@@ -569,7 +574,14 @@ def format_status(report: dict[str, Any]) -> str:
     lines.append(f"Tunnels: {report['expectedTunnels']} tunnels, {established}/{ends} ends established")
     for site, conns in report["tunnels"].items():
         mark = "  PARTITIONED (uplink cut)" if site in report["partitioned"] else ""
-        lines.append(f"  {site:10s} " + ("  ".join(f"{c} {'up' if ok else 'DOWN'}" for c, ok in conns.items()) or "charon not answering") + mark)
+        lines.append(
+            f"  {site:10s} "
+            + (
+                "  ".join(f"{c} {'up' if ok else 'DOWN'}" for c, ok in conns.items())
+                or ("no links: a stack of one site" if report["expectedTunnels"] == 0 else "charon not answering")
+            )
+            + mark
+        )
     targets = report["targets"]
     up_count = sum(1 for t in targets if t["health"] == "up")
     lines += ["", f"Scrape targets: {up_count}/{len(targets)} up"]

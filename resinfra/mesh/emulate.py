@@ -172,7 +172,8 @@ def run_gateways(run: OfflineRun, nodes_per_site: int = 1) -> list[MeshGateway]:
     strongswan = {}
     for name, addresses in run.result.plan.items():
         if addresses.gateway_vm is not None:
-            text = next(f.content for f in run.files if f.purpose == "swanctl" and f.machine == addresses.gateway_vm.name)
+            # A stack of one site has no links: its gateway VM gets no swanctl.conf, and its charon loads nothing.
+            text = next((f.content for f in run.files if f.purpose == "swanctl" and f.machine == addresses.gateway_vm.name), "")
             strongswan[name] = (run.outputs["sites"][name]["gateway"]["publicIps"][0], text)
     emulated = emulate([json.loads(f.content) for f in run.files if f.purpose == "managed-ipsec"])
     return mesh_gateways(run.result.plan, strongswan, emulated, nodes_per_site)

@@ -20,7 +20,7 @@ from resinfra.netlab import Lab, fixed_mac, pin_reqids
 from resinfra.offline import OfflineRun, run_offline
 from resinfra.render.cloud_init import NODE_EXPORTER_PORT
 from resinfra.render.monitoring import BLACKBOX_PORT, PROBER_WORKER_INDEX
-from tests.conftest import dev_config
+from tests.conftest import STACK_SHAPES, dev_config
 
 ROOT = Path("/var/lib/resinfra-lab/rlx")
 
@@ -180,3 +180,13 @@ def test_a_bad_stack_config_is_refused_before_anything_is_created(monkeypatch: p
         cluster.up("rbad", None, str(bad), None, out=lines.append)
     assert lines[-1] == "lab up refused the stack config; nothing was started"
     assert not (tmp_path / "labs").exists(), "no state, no kept logs"
+
+
+@pytest.mark.parametrize("shape_name", sorted(STACK_SHAPES))
+def test_every_stack_shape_has_a_lab_plan(shape_name: str, offline_runs: dict[str, OfflineRun]) -> None:
+    """One site (no links, so no swanctl.conf for its gateway VM) up to four: every machine and gateway is planned."""
+    run = offline_runs[shape_name]
+    plan = lab_plan(run, "rlx", ROOT)
+    assert {g.site for g in plan.gateways} == set(STACK_SHAPES[shape_name])
+    assert {m.name for m in plan.machines} == {m["name"] for m in run.outputs["inventory"]}
+    assert plan.tunnels == len(run.outputs["tunnels"])
