@@ -82,6 +82,18 @@ def image_reference(image: RoleImage, provider: azure_native.Provider) -> comput
     return compute.ImageReferenceArgs(id=image.reference)
 
 
+GENERATION2_ONLY_SKUS = frozenset({"VpnGw4AZ", "VpnGw5AZ"})
+"""SKUs Azure offers only as Generation2 gateways (learn.microsoft.com, "About VPN Gateway
+configuration settings", table "Gateway SKUs by tunnel, connection, and throughput": VpnGw4(AZ)
+and VpnGw5(AZ) appear only in Generation2 rows; VpnGw1(AZ) only in Generation1 rows)."""
+
+
+def gateway_generation(sku: str) -> network.VpnGatewayGeneration:
+    """The gateway generation ``sku`` exists in: Generation2 for VpnGw4AZ/5AZ, else Generation1
+    (kept for VpnGw1AZ-3AZ, which Generation1 offers: existing gateways keep their generation)."""
+    return network.VpnGatewayGeneration.GENERATION2 if sku in GENERATION2_ONLY_SKUS else network.VpnGatewayGeneration.GENERATION1
+
+
 def ip_configuration_name(instance: int) -> str:
     """Name of the gateway's IP configuration for instance 0 or 1."""
     return f"ipconfig-{instance}"
@@ -296,7 +308,7 @@ class AzureSite(SiteComponent):
             location=site.location,
             gateway_type=network.VirtualNetworkGatewayType.VPN,
             vpn_type=network.VpnType.ROUTE_BASED,
-            vpn_gateway_generation=network.VpnGatewayGeneration.GENERATION1,
+            vpn_gateway_generation=gateway_generation(site.gateway_sku),
             sku=network.VirtualNetworkGatewaySkuArgs(
                 name=network.VirtualNetworkGatewaySkuName(site.gateway_sku),
                 tier=network.VirtualNetworkGatewaySkuTier(site.gateway_sku),
