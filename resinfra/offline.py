@@ -49,6 +49,8 @@ class DeclaredResource:
     dependencies: list[str] = field(default_factory=list)
     id: str = ""
     delete_before_replace: bool = False
+    replace_with: list[str] = field(default_factory=list)
+    """URNs whose replacement replaces this resource too."""
 
 
 @dataclass
@@ -246,6 +248,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             dependencies=list(request.dependencies),
             id=response.id,
             delete_before_replace=bool(request.deleteBeforeReplace),
+            replace_with=list(request.replace_with),
         )
         return response
 

@@ -157,7 +157,9 @@ class ProxmoxSite(SiteComponent):
                 # Fixed VM id and addresses: the old VM must go before its replacement.
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
             )
-            vm_opts = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(parent=vm))
+            # Proxmox deletes a VM's firewall with the VM: replace it with the VM (healer, `--replace`), and
+            # delete it first, or deleting the old rules after the new ones are written would clear the new VM's.
+            vm_opts = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(parent=vm, replace_with=[vm], delete_before_replace=True))
             firewall.OptionsLegacy(
                 f"{machine.name}-fw-options",
                 node_name=site.node,

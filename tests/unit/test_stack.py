@@ -195,6 +195,20 @@ def test_proxmox_nics_have_the_firewall_on(offline_runs: dict[str, OfflineRun]) 
         assert [nic["firewall"] for nic in vm.inputs["networkDevices"]] == [True, True]
 
 
+def test_a_replaced_proxmox_vm_gets_its_firewall_again(offline_runs: dict[str, OfflineRun]) -> None:
+    """Proxmox removes a VM's firewall with the VM: its options and rules are replaced with it (deleted
+    first, so the old rules' deletion cannot clear the new VM's), or a healed VM would run without one."""
+    run = offline_runs["all-four"]
+    vms = {vm.name: vm for vm in run.of_type("proxmoxve:index/vmLegacy:VmLegacy")}
+    for typ in ("proxmoxve:firewall/optionsLegacy:OptionsLegacy", "proxmoxve:firewall/rulesLegacy:RulesLegacy"):
+        firewalls = run.of_type(typ)
+        assert len(firewalls) == len(vms) == 3
+        for fw in firewalls:
+            vm = vms[fw.name.removesuffix("-fw-options").removesuffix("-fw-rules")]
+            assert fw.replace_with == [vm.urn] and fw.delete_before_replace and fw.parent == vm.urn
+            assert fw.inputs["vmId"] == vm.inputs["vmId"]
+
+
 def test_gateway_public_addresses_are_static_resources(offline_runs: dict[str, OfflineRun]) -> None:
     run = offline_runs["all-four"]
     # Hetzner: the gateway's address is a PrimaryIp that outlives the server.
@@ -364,7 +378,10 @@ def test_a_second_run_declares_exactly_the_same(shape_name: str, offline_runs: d
     second = run_offline(shape(*STACK_SHAPES[shape_name]), stack_name="dev")
 
     def declared(run: OfflineRun) -> dict[str, tuple[Any, ...]]:
-        return {r.urn: (r.inputs, sorted(r.secret_inputs), sorted(r.dependencies), r.parent, r.provider, r.delete_before_replace) for r in run.resources}
+        return {
+            r.urn: (r.inputs, sorted(r.secret_inputs), sorted(r.dependencies), r.parent, r.provider, r.delete_before_replace, r.replace_with)
+            for r in run.resources
+        }
 
     a, b = declared(first), declared(second)
     assert a.keys() == b.keys()
