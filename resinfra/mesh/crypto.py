@@ -90,17 +90,16 @@ def azure_policy(policy: CryptoPolicy = POLICY) -> dict[str, str | int]:
 
 
 def gcp_cipher_suite(policy: CryptoPolicy = POLICY) -> dict[str, dict[str, list[str]]]:
-    """The GCP tunnel's ``cipherSuite`` (wire names). AEAD ciphers take no integrity."""
+    """The GCP tunnel's ``cipherSuite`` (wire names). AEAD ciphers take no integrity, so ``integrities``
+    is left out (unset, not an empty set that may read back as absent and diff in every preview)."""
     return {
         "phase1": {
             "encryptions": [GCP_ENCRYPTION[policy.ike_encryption]],
-            "integrities": [],
             "prves": [GCP_PRF[policy.ike_prf]],
             "dhs": [GCP_DH[policy.ike_dh]],
         },
         "phase2": {
             "encryptions": [GCP_ENCRYPTION[policy.esp_encryption]],
-            "integrities": [],
             "pfs": [GCP_DH[policy.esp_pfs]],
         },
     }
