@@ -51,6 +51,8 @@ class DeclaredResource:
     delete_before_replace: bool = False
     replace_with: list[str] = field(default_factory=list)
     """URNs whose replacement replaces this resource too."""
+    replace_on_changes: list[str] = field(default_factory=list)
+    """Input property paths whose change replaces this resource instead of updating it."""
 
 
 @dataclass
@@ -249,6 +251,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             id=response.id,
             delete_before_replace=bool(request.deleteBeforeReplace),
             replace_with=list(request.replace_with),
+            replace_on_changes=list(request.replaceOnChanges),
         )
         return response
 

@@ -82,6 +82,13 @@ def image_reference(image: RoleImage, provider: azure_native.Provider) -> comput
     return compute.ImageReferenceArgs(id=image.reference)
 
 
+VM_CREATE_ONLY_PROPERTIES = ("osProfile", "storageProfile.imageReference")
+"""VM inputs Azure refuses to change in place ("Changing property 'customData' is not allowed",
+PropertyChangeNotAllowed; the API reference: customData "cannot be updated after the VM is
+created"). azure-native would plan an update that fails (pulumi-azure-native#577, #1117), so a
+changed user-data, admin user, SSH key or image replaces the VM, as on Hetzner."""
+
+
 GENERATION2_ONLY_SKUS = frozenset({"VpnGw4AZ", "VpnGw5AZ"})
 """SKUs Azure offers only as Generation2 gateways (learn.microsoft.com, "About VPN Gateway
 configuration settings", table "Gateway SKUs by tunnel, connection, and throughput": VpnGw4(AZ)
@@ -269,7 +276,9 @@ class AzureSite(SiteComponent):
                 tags=dict(args.role_labels[machine.role]),
                 # Fixed VM name: the old VM must go before its replacement. NIC and public
                 # address stay, so a replaced machine keeps both addresses.
-                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
+                opts=pulumi.ResourceOptions.merge(
+                    child, pulumi.ResourceOptions(delete_before_replace=True, replace_on_changes=list(VM_CREATE_ONLY_PROPERTIES))
+                ),
             )
             self.node(machine, machine_ip.ip_address.apply(lambda ip: ip or ""), vm)
 
