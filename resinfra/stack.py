@@ -5,6 +5,7 @@ This is the one place where user-facing config becomes component Args.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,7 +66,13 @@ class StackResult:
 
 def site_labels(stack: str, site: str) -> dict[str, str]:
     """Labels every resource of a site carries (lowercase: GCP's rule is the strictest)."""
-    return {"resinfra-stack": stack.lower(), "resinfra-site": site}
+    return {"resinfra-stack": label_value(stack), "resinfra-site": site}
+
+
+def label_value(text: str) -> str:
+    """``text`` as a label value every provider takes: GCP's rule (lowercase letters, digits, ``_``
+    and ``-``, at most 63 characters) is the strictest, and Pulumi stack names may hold ``.`` and capitals."""
+    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
 
 
 def boot_spec(cfg: StackConfig, site: Site, plan: SiteAddresses, machine: addressing.NodeAddress, image: RoleImage) -> CloudInitSpec:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import re
 from collections import Counter
 from typing import Any
 
@@ -388,3 +389,14 @@ def test_a_second_run_declares_exactly_the_same(shape_name: str, offline_runs: d
     changed = [urn for urn in a if a[urn] != b[urn]]
     assert not changed, f"inputs differ between two runs of one config: {changed[:5]}"
     assert first.outputs == second.outputs
+
+
+def test_labels_are_valid_on_gcp_whatever_the_stack_name() -> None:
+    """Pulumi stack names may hold capitals and dots; GCP label values may not."""
+    run = run_offline(shape("gcp", "hetzner"), stack_name="Prod.EU_1")
+    gcp_value = re.compile(r"^[a-z0-9_-]{0,63}$")
+    labelled = [r for r in run.resources if r.type.startswith("gcp:") and isinstance(r.inputs.get("labels"), dict)]
+    assert labelled
+    for r in labelled:
+        assert all(gcp_value.match(v) for v in r.inputs["labels"].values()), (r.name, r.inputs["labels"])
+        assert r.inputs["labels"]["resinfra-stack"] == "prod-eu_1"
