@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,12 @@ def vm_id(site: ProxmoxSiteConfig, machine: NodeAddress) -> int:
     if machine.role is Role.GATEWAY:
         return site.vm_id_base + GATEWAY_VM_ID_OFFSET
     return site.vm_id_base + TOOLING_VM_ID_OFFSET
+
+
+def user_data_file_name(machine: str, user_data: str) -> str:
+    """The snippet's file name, with a digest of its content: a changed user-data is a new file,
+    written before the old one is deleted (one fixed name would be overwritten, then deleted)."""
+    return f"{machine}-user-data-{hashlib.sha256(user_data.encode()).hexdigest()[:12]}.yaml"
 
 
 def firewall_rules(rules: list[IngressRule]) -> list[firewall.RulesLegacyRuleArgs]:
@@ -119,7 +126,9 @@ class ProxmoxSite(SiteComponent):
                 node_name=site.node,
                 datastore_id=site.snippets_datastore,
                 content_type="snippets",
-                source_raw=proxmoxve.FileLegacySourceRawArgs(data=args.user_data[machine.name], file_name=f"{machine.name}-user-data.yaml"),
+                source_raw=proxmoxve.FileLegacySourceRawArgs(
+                    data=args.user_data[machine.name], file_name=user_data_file_name(machine.name, args.user_data[machine.name])
+                ),
                 opts=child,
             )
             ident = vm_id(site, machine)
@@ -154,8 +163,11 @@ class ProxmoxSite(SiteComponent):
                 on_boot=True,
                 started=True,
                 tags=sorted({*tags, f"resinfra-role-{machine.role.value}"}),
-                # Fixed VM id and addresses: the old VM must go before its replacement.
-                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
+                # Fixed VM id and addresses: the old VM must go before its replacement. cloud-init reads
+                # user-data at first boot only: a new snippet (new name) means a new VM, as on Hetzner and Azure.
+                opts=pulumi.ResourceOptions.merge(
+                    child, pulumi.ResourceOptions(delete_before_replace=True, replace_on_changes=["initialization.userDataFileId"])
+                ),
             )
             # Proxmox deletes a VM's firewall with the VM: replace it with the VM (healer, `--replace`), and
             # delete it first, or deleting the old rules after the new ones are written would clear the new VM's.

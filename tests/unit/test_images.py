@@ -13,6 +13,7 @@ import yaml
 
 from resinfra import cli, images
 from resinfra.offline import DeclaredResource, OfflineRun, run_offline
+from resinfra.sites.proxmox import user_data_file_name
 from tests.conftest import dev_config, require_tool
 
 PROVISION_COMMAND = "/usr/local/lib/resinfra/provision/provision.sh"
@@ -137,7 +138,7 @@ def test_the_vms_boot_what_was_rendered(packer_run: OfflineRun) -> None:
         elif vm.type == "azure-native:compute:VirtualMachine":
             assert base64.b64decode(vm.inputs["osProfile"]["customData"]).decode() == rendered[name]
     snippets = {r.inputs["sourceRaw"]["fileName"]: r.inputs["sourceRaw"]["data"] for r in packer_run.of_type("proxmoxve:index/fileLegacy:FileLegacy")}
-    assert snippets["ri-dev-proxmox-worker-1-user-data.yaml"] == rendered["ri-dev-proxmox-worker-1"]
+    assert snippets[user_data_file_name("ri-dev-proxmox-worker-1", rendered["ri-dev-proxmox-worker-1"])] == rendered["ri-dev-proxmox-worker-1"]
 
 
 def test_user_data_of_both_modes_passes_cloud_init_schema(packer_run: OfflineRun, offline_runs: dict[str, OfflineRun], tmp_path: Path) -> None:

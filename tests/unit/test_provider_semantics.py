@@ -79,3 +79,26 @@ def test_every_user_data_fits_its_provider(stack: str) -> None:
     assert any(name.endswith("-tooling") for _, name in sizes), "the resinfra VM's user-data is measured"
     too_big = {key: size for key, size in sizes.items() if size[0] > size[1]}
     assert not too_big, f"user-data over the provider's limit (bytes, limit): {too_big}"
+
+
+def test_a_changed_user_data_replaces_the_vm_on_every_provider() -> None:
+    """cloud-init reads user-data at first boot only, so a VM whose user-data changed is replaced,
+    never left running the old one. Hetzner forces it itself (``user_data`` is create-only in
+    hcloud); Azure refuses the change (``osProfile`` replaces, above); GCE and Proxmox would update
+    in place, so they are told."""
+    before = run_offline(shape("gcp", "proxmox"))
+    values = shape("gcp", "proxmox")
+    values["resinfra:sshPublicKey"] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKeyOtherKeyOtherKeyOtherKeyOtherKey0 rotated"
+    after = run_offline(values)
+    for vm in after.of_type("gcp:compute/instance:Instance"):
+        assert vm.inputs["metadata"]["user-data"] != before.by_name(vm.name).inputs["metadata"]["user-data"]
+        assert 'metadata["user-data"]' in vm.replace_on_changes and vm.delete_before_replace
+    files_before = {r.name: r.inputs["sourceRaw"]["fileName"] for r in before.of_type("proxmoxve:index/fileLegacy:FileLegacy")}
+    files_after = {r.name: r.inputs["sourceRaw"]["fileName"] for r in after.of_type("proxmoxve:index/fileLegacy:FileLegacy")}
+    # A new file name: the new snippet is written beside the old one, then the VM is replaced.
+    assert files_before.keys() == files_after.keys() and not set(files_before.values()) & set(files_after.values())
+    for vm in after.of_type("proxmoxve:index/vmLegacy:VmLegacy"):
+        assert "initialization.userDataFileId" in vm.replace_on_changes and vm.delete_before_replace
+    # The same user-data keeps the same file name: nothing is replaced when nothing changed.
+    again = run_offline(shape("gcp", "proxmox"))
+    assert {r.name: r.inputs["sourceRaw"]["fileName"] for r in again.of_type("proxmoxve:index/fileLegacy:FileLegacy")} == files_before

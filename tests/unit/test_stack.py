@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from resinfra.offline import DeclaredResource, OfflineRun, run_offline
+from resinfra.sites.proxmox import user_data_file_name
 from tests.conftest import STACK_SHAPES, dev_config, shape
 
 ADMIN_CIDRS = dev_config()["resinfra:adminCidrs"]
@@ -254,9 +255,9 @@ def test_every_vm_boots_the_rendered_cloud_init(offline_runs: dict[str, OfflineR
     for vm in vms:
         assert user_data_of(vm) == files[vm.name]
     for vm in run.of_type("proxmoxve:index/vmLegacy:VmLegacy"):
-        snippet = snippets[f"{vm.name}-user-data.yaml"]
-        assert snippet == files[vm.name]
-        assert vm.inputs["initialization"]["userDataFileId"].endswith(f"snippets/{vm.name}-user-data.yaml")
+        file_name = user_data_file_name(vm.name, files[vm.name])
+        assert snippets[file_name] == files[vm.name]
+        assert vm.inputs["initialization"]["userDataFileId"].endswith(f"snippets/{file_name}")
     assert set(files) == {m["name"] for m in run.outputs["inventory"]}
 
 
