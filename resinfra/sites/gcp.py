@@ -151,10 +151,9 @@ class GcpSite(SiteComponent):
                 allow_stopping_for_update=True,
                 # Fixed name and private address: the old VM must go before its replacement. GCE would
                 # update the metadata in place, but cloud-init reads user-data at first boot only: a
-                # changed user-data means a new VM, as on Hetzner and Azure. The whole `metadata` key
-                # (user-data and two fixed flags): the engine matches a diff inside the path given,
-                # and a provider may report the change as `metadata` alone.
-                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True, replace_on_changes=["metadata"])),
+                # changed user-data means a new VM, as on Hetzner and Azure. Only the user-data: keys
+                # others add (`gcloud compute ssh` adds ssh-keys) must never replace a VM after a refresh.
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True, replace_on_changes=['metadata["user-data"]'])),
             )
             public_ip = instance.network_interfaces.apply(lambda nics: nics[0].access_configs[0].nat_ip if nics and nics[0].access_configs else None)
             self.node(machine, public_ip.apply(lambda ip: ip or ""), instance)

@@ -164,9 +164,10 @@ class ProxmoxSite(SiteComponent):
                 started=True,
                 tags=sorted({*tags, f"resinfra-role-{machine.role.value}"}),
                 # Fixed VM id and addresses: the old VM must go before its replacement. cloud-init reads
-                # user-data (and network config) at first boot only: a new snippet (new name) or new
-                # addresses mean a new VM, as on Hetzner and Azure.
-                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True, replace_on_changes=["initialization"])),
+                # user-data at first boot only: a new snippet (new name) means a new VM, as on Hetzner and Azure.
+                opts=pulumi.ResourceOptions.merge(
+                    child, pulumi.ResourceOptions(delete_before_replace=True, replace_on_changes=["initialization.userDataFileId"])
+                ),
             )
             # Proxmox deletes a VM's firewall with the VM: replace it with the VM (healer, `--replace`), and
             # delete it first, or deleting the old rules after the new ones are written would clear the new VM's.

@@ -92,13 +92,13 @@ def test_a_changed_user_data_replaces_the_vm_on_every_provider() -> None:
     after = run_offline(values)
     for vm in after.of_type("gcp:compute/instance:Instance"):
         assert vm.inputs["metadata"]["user-data"] != before.by_name(vm.name).inputs["metadata"]["user-data"]
-        assert "metadata" in vm.replace_on_changes and vm.delete_before_replace
+        assert vm.replace_on_changes == ['metadata["user-data"]'] and vm.delete_before_replace
     files_before = {r.name: r.inputs["sourceRaw"]["fileName"] for r in before.of_type("proxmoxve:index/fileLegacy:FileLegacy")}
     files_after = {r.name: r.inputs["sourceRaw"]["fileName"] for r in after.of_type("proxmoxve:index/fileLegacy:FileLegacy")}
     # A new file name: the new snippet is written beside the old one, then the VM is replaced.
     assert files_before.keys() == files_after.keys() and not set(files_before.values()) & set(files_after.values())
     for vm in after.of_type("proxmoxve:index/vmLegacy:VmLegacy"):
-        assert "initialization" in vm.replace_on_changes and vm.delete_before_replace
+        assert vm.replace_on_changes == ["initialization.userDataFileId"] and vm.delete_before_replace
     # The same user-data keeps the same file name: nothing is replaced when nothing changed.
     again = run_offline(shape("gcp", "proxmox"))
     assert {r.name: r.inputs["sourceRaw"]["fileName"] for r in again.of_type("proxmoxve:index/fileLegacy:FileLegacy")} == files_before
