@@ -19,19 +19,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from common import dev_stack, summary
 
 from resinfra import stack
-from resinfra.monitoring_local import LOCAL_TIMINGS, nodes_of, running
+from resinfra.monitoring_local import LOCAL_TIMINGS, nodes_of, running, webhook_alert
 from resinfra.render.monitoring import AlertTimings
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def is_alert(name: str, status: str, **labels: str) -> Any:
-    return lambda a: a["labels"].get("alertname") == name and a["status"] == status and all(a["labels"].get(k) == v for k, v in labels.items())
 
 
 def main() -> int:
@@ -50,17 +45,17 @@ def main() -> int:
         for i in range(args.runs):
             node = workers[i % len(workers)]
             killed = local.kill_node(node.node)
-            fired = local.webhook.wait_for(is_alert("NodeDown", "firing", node=node.node, site=node.site), killed, timeout)
+            fired = local.webhook.wait_for(webhook_alert("NodeDown", "firing", node=node.node, site=node.site), killed, timeout)
             local.start_node(node.node)
             restarted = time.monotonic()
-            resolved = local.webhook.wait_for(is_alert("NodeDown", "resolved", node=node.node), restarted, timeout)
+            resolved = local.webhook.wait_for(webhook_alert("NodeDown", "resolved", node=node.node), restarted, timeout)
             detect.append(fired - killed)
             resolve.append(resolved - restarted)
             print(f"run {i + 1}: {node.node}: NodeDown after {fired - killed:.2f} s, resolved {resolved - restarted:.2f} s after restart", flush=True)
             local.wait_for_all_targets(timeout=120)
         site = "gcp"
         started = min(local.kill_node(n.node) for n in nodes_of(plan, site))
-        unreachable = local.webhook.wait_for(is_alert("SiteUnreachable", "firing", site=site), started, timeout)
+        unreachable = local.webhook.wait_for(webhook_alert("SiteUnreachable", "firing", site=site), started, timeout)
     print()
     print(
         f"timings: scrape {timings.scrape_interval} s, evaluation {timings.evaluation_interval} s, NodeDown for {timings.node_down_for} s, "

@@ -20,8 +20,9 @@ import time
 from common import ROOT, summary
 
 from resinfra.addressing import Role
+from resinfra.healer.observe import audit_alert
 from resinfra.lab import changes
-from resinfra.lab.cluster import audit_events, down, is_alert, kill, load, root_of, set_partition, targets_healthy, tunnels_up, wait_for_event
+from resinfra.lab.cluster import audit_events, down, kill, load, root_of, set_partition, targets_healthy, tunnels_up, wait_for_event
 from resinfra.lab.state import LabState
 from resinfra.netlab import wait_for
 
@@ -69,7 +70,7 @@ def main() -> int:
             killed = time.time()
             kill(NAME, machine)
             started = wait_for_event(state, lambda e, m=machine: e["event"] == "repair-started" and e["machine"] == m, killed, TIMEOUT)
-            resolved = wait_for_event(state, is_alert("NodeDown", "resolved", node=machine), killed, TIMEOUT)
+            resolved = wait_for_event(state, audit_alert("NodeDown", "resolved", node=machine), killed, TIMEOUT)
             to_started.append(started["ts"] - killed)
             to_resolved.append(resolved["ts"] - killed)
             print(f"run {i + 1}: {machine}: repair started {to_started[-1]:.2f} s, NodeDown resolved {to_resolved[-1]:.2f} s after the kill", flush=True)
@@ -83,7 +84,7 @@ def main() -> int:
             site = sites[i % len(sites)]
             cut = time.time()
             set_partition(NAME, site, True)
-            fired = wait_for_event(state, is_alert("SiteUnreachable", "firing", site=site), cut, TIMEOUT)
+            fired = wait_for_event(state, audit_alert("SiteUnreachable", "firing", site=site), cut, TIMEOUT)
             detected.append(fired["ts"] - cut)
             time.sleep(max(0.0, args.partition_seconds - (time.time() - cut)))
             set_partition(NAME, site, False)

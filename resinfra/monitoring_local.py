@@ -99,6 +99,11 @@ class Delivery:
     payload: dict[str, Any]
 
 
+def webhook_alert(name: str, status: str, **labels: str) -> Callable[[dict[str, Any]], bool]:
+    """Matches an alert as Alertmanager delivered it to the webhook (``WebhookReceiver.wait_for``)."""
+    return lambda a: a["labels"].get("alertname") == name and a["status"] == status and all(a["labels"].get(k) == v for k, v in labels.items())
+
+
 @dataclass
 class WebhookReceiver:
     """Stands in for the healer: records every authorised Alertmanager webhook, refuses the rest with 401,

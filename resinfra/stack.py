@@ -180,8 +180,11 @@ def _mesh(cfg: StackConfig, links: list[LinkPlan], result: StackResult) -> Ipsec
 
 
 def monitoring_plan(cfg: StackConfig, sites: list[SiteComponent]) -> monitoring.MonitoringPlan:
-    """What the resinfra VM monitors: every machine the site components created (the inventory)."""
-    nodes = [monitoring.InventoryNode(n.name, n.site, n.provider.value, n.role, n.private_ip) for c in sites for n in c.nodes]
+    """What the resinfra VM monitors: every machine the site components created (the inventory),
+    sites in number order, the order the mesh names its links in."""
+    number = {s.name: s.number for s in cfg.sites}
+    by_number = sorted(sites, key=lambda c: number[c.site_name])
+    nodes = [monitoring.InventoryNode(n.name, n.site, n.provider.value, n.role, n.private_ip) for c in by_number for n in c.nodes]
     (tooling,) = [n for n in nodes if n.role is Role.TOOLING]
     return monitoring.monitoring_plan(
         nodes,
@@ -189,7 +192,6 @@ def monitoring_plan(cfg: StackConfig, sites: list[SiteComponent]) -> monitoring.
         monitoring.ToolingLayout(grafana=monitoring.Endpoint(tooling.private_ip, monitoring.GRAFANA_PORT)),
         thresholds=monitoring.Thresholds(latency_seconds=cfg.tooling.latency_threshold_ms / 1000),
         healer=cfg.healer.backend_url is not None,
-        site_order=[s.name for s in sorted(cfg.sites, key=lambda s: s.number)],
     )
 
 

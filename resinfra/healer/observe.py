@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,11 @@ class Metrics:
                 counter.labels(role)
         for why in REJECTIONS:
             self.rejected.labels(why)
+
+
+def audit_alert(name: str, status: str, **labels: str) -> Callable[[dict[str, Any]], bool]:
+    """Matches the audit log's record of an alert the healer received (``AuditLog.read`` records)."""
+    return lambda e: e["event"] == "alert" and e["alertname"] == name and e["status"] == status and all(e["labels"].get(k) == v for k, v in labels.items())
 
 
 class AuditLog:

@@ -491,11 +491,6 @@ def wait_for_event(state: LabState, match: Callable[[dict[str, Any]], bool], sin
     return found[0]
 
 
-def is_alert(name: str, status: str, **labels: str) -> Callable[[dict[str, Any]], bool]:
-    """Matches the audit log's record of an alert the healer received."""
-    return lambda e: e["event"] == "alert" and e["alertname"] == name and e["status"] == status and all(e["labels"].get(k) == v for k, v in labels.items())
-
-
 def status_report(name: str, events: int = 10) -> dict[str, Any]:
     """What ``lab status`` shows, as data."""
     require_root("status")  # the state directory is root's

@@ -26,8 +26,8 @@ def cipher_suite(policy: crypto.CryptoPolicy) -> compute.VPNTunnelCipherSuiteArg
     suite = crypto.gcp_cipher_suite(policy)
     p1, p2 = suite["phase1"], suite["phase2"]
     return compute.VPNTunnelCipherSuiteArgs(
-        phase1=compute.VPNTunnelCipherSuitePhase1Args(encryptions=p1["encryptions"], integrities=p1.get("integrities"), prves=p1["prves"], dhs=p1["dhs"]),
-        phase2=compute.VPNTunnelCipherSuitePhase2Args(encryptions=p2["encryptions"], integrities=p2.get("integrities"), pfs=p2["pfs"]),
+        phase1=compute.VPNTunnelCipherSuitePhase1Args(encryptions=p1["encryptions"], prves=p1["prves"], dhs=p1["dhs"]),
+        phase2=compute.VPNTunnelCipherSuitePhase2Args(encryptions=p2["encryptions"], pfs=p2["pfs"]),
     )
 
 

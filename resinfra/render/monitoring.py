@@ -253,17 +253,15 @@ class MonitoringPlan:
     healer: bool = True
     """Whether the healer runs on the resinfra VM (``resinfra:healer.backendUrl`` is set):
     its scrape job and the HealerDown alert exist only then."""
-    site_order: tuple[str, ...] = ()
-    """Sites by their number, the order the mesh names its links in (empty: inventory order)."""
 
     @property
     def sites(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(n.site for n in self.nodes))
 
     def tunnel_name(self, a: str, b: str) -> str:
-        """The link between two sites as the mesh names it (``gcp-azure``), whichever end probes."""
-        order = self.site_order or self.sites
-        first, second = sorted((a, b), key=order.index)
+        """The link between two sites as the mesh names it (``gcp-azure``, the site first in the
+        inventory first), whichever end probes."""
+        first, second = sorted((a, b), key=self.sites.index)
         return link_name(first, second)
 
     def probe_pairs(self) -> list[tuple[Prober, ProbeTarget]]:
@@ -306,11 +304,11 @@ def monitoring_plan(
     timings: AlertTimings | None = None,
     thresholds: Thresholds | None = None,
     healer: bool = True,
-    site_order: Iterable[str] = (),
 ) -> MonitoringPlan:
     """The monitoring plan for a stack's inventory.
 
-    + inventory: every machine (the stack's ``inventory`` output)
+    + inventory: every machine (the stack's ``inventory`` output), sites in number order
+      (their order names the links: :meth:`MonitoringPlan.tunnel_name`)
     + gateway_inner_ips: per site, the strongSwan gateway VM's inner address or None
     + layout: where the resinfra VM's services listen and keep files
 
@@ -336,7 +334,6 @@ def monitoring_plan(
         timings=timings or AlertTimings(),
         thresholds=thresholds or Thresholds(),
         healer=healer,
-        site_order=tuple(site_order),
     )
 
 

@@ -117,7 +117,7 @@ class ProxmoxSite(SiteComponent):
         )
         child = pulumi.ResourceOptions(parent=self, provider=self.provider)
         public_prefix = ipaddress.IPv4Network(site.public_range).prefixlen
-        tags = sorted(f"{k}-{v}".replace(".", "-") for k, v in args.labels.items())
+        tags = sorted(f"{k}-{v}" for k, v in args.labels.items())  # label values are tag-safe (stack.label_value)
 
         def machine_vm(machine: NodeAddress) -> proxmoxve.VmLegacy:
             assert machine.public_ip is not None, "the address plan gives every Proxmox machine a public address"

@@ -16,6 +16,7 @@ import pytest
 from resinfra import stack
 from resinfra.healer.inventory import parse_inventory
 from resinfra.healer.local import LocalHealer, running_healer
+from resinfra.healer.observe import audit_alert
 from resinfra.monitoring_local import LocalMonitoring, nodes_of, running
 from resinfra.offline import OfflineRun
 from resinfra.render.grafana import dashboard_queries
@@ -37,23 +38,19 @@ def loop(offline_runs: dict[str, OfflineRun], tmp_path_factory: pytest.TempPathF
         yield local, healer
 
 
-def is_alert(name: str, status: str, node: str) -> object:
-    return lambda r: r["event"] == "alert" and r["alertname"] == name and r["status"] == status and r["labels"].get("node") == node
-
-
 def test_a_killed_machine_is_replaced_and_its_alert_resolves(loop: tuple[LocalMonitoring, LocalHealer]) -> None:
     local, healer = loop
     node = nodes_of(local.plan, "proxmox")[1].node
     killed = time.time()
     local.kill_node(node)
-    fired = healer.wait_for_event(is_alert("NodeDown", "firing", node), killed, TIMEOUT)  # type: ignore[arg-type]
+    fired = healer.wait_for_event(audit_alert("NodeDown", "firing", node=node), killed, TIMEOUT)
     started = healer.wait_for_event(lambda r: r["event"] == "repair-started" and r["machine"] == node, killed, TIMEOUT)
     assert started["reason"] == "node-down" and started["urn"].endswith(f"::{node}")
     finished = healer.wait_for_event(lambda r: r["event"] == "repair-finished" and r["machine"] == node, killed, TIMEOUT)
     assert finished["outcome"] == "succeeded"
     # The machine is back: scraped again, and Alertmanager tells the healer its NodeDown resolved.
     local.wait_until(lambda: bool(local.query(f'up{{job="node", node="{node}"}} == 1')), TIMEOUT, f"{node} scraped again")
-    resolved = healer.wait_for_event(is_alert("NodeDown", "resolved", node), killed, TIMEOUT)  # type: ignore[arg-type]
+    resolved = healer.wait_for_event(audit_alert("NodeDown", "resolved", node=node), killed, TIMEOUT)
     assert fired["ts"] <= started["ts"] <= finished["ts"] <= resolved["ts"]
     assert [name for name, _ in healer.actuator.calls] == [node], "one machine, replaced once"
     # Prometheus scrapes the healer: the repair shows in its metrics.

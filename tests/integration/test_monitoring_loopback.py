@@ -13,12 +13,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from resinfra import stack
-from resinfra.monitoring_local import LOCAL_TIMINGS, LocalMonitoring, nodes_of, running
+from resinfra.monitoring_local import LOCAL_TIMINGS, LocalMonitoring, nodes_of, running, webhook_alert
 from resinfra.offline import OfflineRun
 from resinfra.render.grafana import dashboard_queries
 from tests.conftest import require_root, require_tool
@@ -50,10 +49,6 @@ def healthy(monitoring: LocalMonitoring) -> Iterator[LocalMonitoring]:
     monitoring.wait_for_all_targets()
 
 
-def is_alert(name: str, status: str, **labels: str) -> Any:
-    return lambda a: a["labels"].get("alertname") == name and a["status"] == status and all(a["labels"].get(k) == v for k, v in labels.items())
-
-
 def test_every_target_is_scraped_with_its_labels(monitoring: LocalMonitoring) -> None:
     up = monitoring.query('up{job="node"}')
     assert {(r["metric"]["node"], r["metric"]["site"], r["metric"]["role"]) for r in up} == {(n.node, n.site, n.role.value) for n in monitoring.plan.nodes}
@@ -65,12 +60,12 @@ def test_every_target_is_scraped_with_its_labels(monitoring: LocalMonitoring) ->
 def test_node_down_arrives_with_its_node_and_site_then_resolves(healthy: LocalMonitoring) -> None:
     node = nodes_of(healthy.plan, "azure")[0]
     killed = healthy.kill_node(node.node)
-    fired = healthy.webhook.wait_for(is_alert("NodeDown", "firing", node=node.node, site="azure", role="worker"), killed, TIMEOUT)
+    fired = healthy.webhook.wait_for(webhook_alert("NodeDown", "firing", node=node.node, site="azure", role="worker"), killed, TIMEOUT)
     # Not before its `for`: one failed scrape is not a dead node.
     assert fired - killed >= LOCAL_TIMINGS.node_down_for
     healthy.start_node(node.node)
     restarted = time.monotonic()
-    healthy.webhook.wait_for(is_alert("NodeDown", "resolved", node=node.node, site="azure"), restarted, TIMEOUT)
+    healthy.webhook.wait_for(webhook_alert("NodeDown", "resolved", node=node.node, site="azure"), restarted, TIMEOUT)
     assert healthy.webhook.refused == 0, "Alertmanager presented the healer's bearer token"
 
 
@@ -79,14 +74,14 @@ def test_a_dark_site_arrives_as_site_unreachable_and_no_node_down(healthy: Local
     started = time.monotonic()
     for node in nodes_of(healthy.plan, site):
         healthy.kill_node(node.node)
-    fired = healthy.webhook.wait_for(is_alert("SiteUnreachable", "firing", site=site), started, TIMEOUT)
+    fired = healthy.webhook.wait_for(webhook_alert("SiteUnreachable", "firing", site=site), started, TIMEOUT)
     # Give NodeDown every chance to show up: two more of its `for` periods.
     time.sleep(2 * LOCAL_TIMINGS.node_down_for)
     node_downs = [a for _, a in healthy.webhook.alerts(started) if a["labels"]["alertname"] == "NodeDown" and a["labels"]["site"] == site]
     assert node_downs == [], "nodes of an unreachable site are a partition, not dead nodes"
     for node in nodes_of(healthy.plan, site):
         healthy.start_node(node.node)
-    healthy.webhook.wait_for(is_alert("SiteUnreachable", "resolved", site=site), fired, TIMEOUT)
+    healthy.webhook.wait_for(webhook_alert("SiteUnreachable", "resolved", site=site), fired, TIMEOUT)
 
 
 def test_the_receiver_refuses_a_request_without_the_token(monitoring: LocalMonitoring) -> None:

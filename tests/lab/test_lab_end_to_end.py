@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from resinfra.addressing import Role
+from resinfra.healer.observe import audit_alert
 from resinfra.lab.cluster import (
     audit_events,
-    is_alert,
     missing_tools,
     ping,
     prometheus_query,
@@ -123,7 +123,7 @@ def test_a_killed_worker_is_replaced_and_scraped_again(lab: LabState) -> None:
     assert started["reason"] == "node-down" and started["urn"].endswith(f"::{machine}")
     finished = wait_for_event(lab, lambda e: e["event"] == "repair-finished" and e["machine"] == machine, killed, TIMEOUT)
     assert finished["outcome"] == "succeeded", finished
-    resolved = wait_for_event(lab, is_alert("NodeDown", "resolved", node=machine), killed, TIMEOUT)
+    resolved = wait_for_event(lab, audit_alert("NodeDown", "resolved", node=machine), killed, TIMEOUT)
     assert started["ts"] <= finished["ts"] <= resolved["ts"]
     assert prometheus_query(lab.ui["prometheus"], f'up{{job="node", node="{machine}"}} == 1'), "scraped again"
     # Replaced as pulumi up --replace would: a new machine (namespace, exporter) with the same inventory entry.
@@ -142,7 +142,7 @@ def test_a_partitioned_site_fires_site_unreachable_and_nothing_is_replaced(lab: 
     wait_for(lambda: targets_healthy(state()), TIMEOUT, "every target up")
     cut = time.time()
     assert lab_command("partition", site).returncode == 0
-    wait_for_event(lab, is_alert("SiteUnreachable", "firing", site=site), cut, TIMEOUT)
+    wait_for_event(lab, audit_alert("SiteUnreachable", "firing", site=site), cut, TIMEOUT)
     refused = wait_for_event(lab, lambda e: e["event"] == "decision" and e["site"] == site and e["reason"] == "site-partitioned", cut, TIMEOUT)
     assert refused["kind"] == "refuse"
     # Long enough for dead-peer detection on the other gateways to tear the site's tunnels down: heal must re-establish them.
@@ -156,7 +156,7 @@ def test_a_partitioned_site_fires_site_unreachable_and_nothing_is_replaced(lab: 
     healed = time.time()
     assert lab_command("heal", site).returncode == 0
     wait_for(lambda: tunnels_up(state().netlab()) and targets_healthy(state()), TIMEOUT, "tunnels and targets back", interval=0.5)
-    wait_for_event(lab, is_alert("SiteUnreachable", "resolved", site=site), healed, TIMEOUT)
+    wait_for_event(lab, audit_alert("SiteUnreachable", "resolved", site=site), healed, TIMEOUT)
     assert repairs_started(lab, cut) == [], "a partition replaces nothing, during or after"
     assert state().partitioned == []
 
@@ -180,7 +180,7 @@ def test_a_healer_killed_during_a_repair_does_not_replace_twice(lab: LabState) -
     # The operator replaces it by hand, as the refusal says; the alert resolves.
     replaced = time.time()
     assert lab_command("replace", machine).returncode == 0
-    wait_for_event(lab, is_alert("NodeDown", "resolved", node=machine), replaced, TIMEOUT)
+    wait_for_event(lab, audit_alert("NodeDown", "resolved", node=machine), replaced, TIMEOUT)
     assert repairs_started(lab, killed) == [machine]
 
 
@@ -192,13 +192,13 @@ def test_a_killed_gateway_vm_takes_its_site_dark_and_its_replacement_brings_it_b
     killed = time.time()
     assert lab_command("kill", machine.name).returncode == 0
     # With repairGateways off (the dev stack), the healer sees a partition and replaces nothing.
-    wait_for_event(lab, is_alert("SiteUnreachable", "firing", site=machine.site), killed, TIMEOUT)
+    wait_for_event(lab, audit_alert("SiteUnreachable", "firing", site=machine.site), killed, TIMEOUT)
     wait_for_event(lab, lambda e: e["event"] == "decision" and e["site"] == machine.site and e["reason"] == "site-partitioned", killed, TIMEOUT)
     replaced = time.time()
     result = lab_command("replace", machine.name)
     assert result.returncode == 0 and "restarted in place" in result.stdout, result.stdout + result.stderr
     wait_for(lambda: tunnels_up(state().netlab()) and targets_healthy(state()), TIMEOUT, "the site back", interval=0.5)
-    wait_for_event(lab, is_alert("SiteUnreachable", "resolved", site=machine.site), replaced, TIMEOUT)
+    wait_for_event(lab, audit_alert("SiteUnreachable", "resolved", site=machine.site), replaced, TIMEOUT)
     assert repairs_started(lab, killed) == []
 
 
