@@ -4,6 +4,7 @@ one charon per gateway in network namespaces, userspace ESP (root)."""
 from __future__ import annotations
 
 import base64
+import os
 import re
 import tempfile
 from collections.abc import Iterator
@@ -18,7 +19,8 @@ from resinfra.offline import run_offline
 from tests.conftest import dev_config, require_root, require_tool
 
 UP_TIMEOUT = 30.0
-LAB_NAME = "rmt"
+# Overridable so that two checkouts on one machine can run the mesh tests at once.
+LAB_NAME = os.environ.get("RESINFRA_TEST_MESH_LAB_NAME", "rmt")
 
 
 @pytest.fixture(scope="module")

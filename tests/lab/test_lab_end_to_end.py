@@ -10,6 +10,7 @@ The tests run in this order and share one lab.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -37,7 +38,8 @@ from resinfra.lab.state import LabState, alive, existing_namespaces, load
 from resinfra.netlab import wait_for
 from tests.conftest import ROOT, require_root
 
-NAME = "rlt"
+# Overridable so that two checkouts on one machine can run the lab tests at once.
+NAME = os.environ.get("RESINFRA_TEST_LAB_NAME", "rlt")
 MARK = "192.0.2.1/32"
 TIMEOUT = 60.0
 """Seconds for anything the lab's timings do in under 10."""
