@@ -9,15 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from resinfra.addressing import Role
+from resinfra.lab import failover
 from resinfra.lab.cluster import missing_tools, ping, root_of
-from resinfra.lab.paths import pair_path
-from resinfra.lab.state import LabState, MachineRecord, load
+from resinfra.lab.state import LabState, load
 from resinfra.netlab import wait_for
 from tests.conftest import ROOT, require_root
-
-BURST = 200 * 1200
-"""Bytes a burst of pings puts on a tunnel: far above the scrapes and probes crossing it meanwhile (about 10 kB/s)."""
 
 
 def lab_command(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -43,18 +39,11 @@ def lab_up(name: str, *args: str) -> Iterator[tuple[LabState, str]]:
         lab_command(name, "down")
 
 
-def first_workers(lab: LabState) -> dict[str, MachineRecord]:
-    """Each site's first worker."""
-    workers = sorted((m for m in lab.machines.values() if m.role is Role.WORKER), key=lambda m: m.name, reverse=True)
-    return {m.site: m for m in workers}
-
-
 def assert_own_tunnels(lab: LabState, timeout: float) -> None:
     """Between the first workers of every two sites, the trace crosses only the two sites' namespaces and a burst shows
     on the SAs of their own tunnel, at both ends, and of no other."""
-    netlab = lab.netlab()
-    first = first_workers(lab)
+    first = failover.first_workers(lab)
     for a, b in itertools.combinations(sorted(first), 2):
         wait_for(lambda a=a, b=b: ping(lab, first[a].name, first[b].name), timeout, f"{a} -> {b}")
-        evidence = pair_path(netlab, a, b, first[a].namespace, first[b].private_ip, BURST)
-        assert not evidence.problems, f"{a} -> {b}: {evidence}"
+    problems = {pair: evidence for pair, evidence in failover.own_tunnels(lab).items() if evidence.problems}
+    assert not problems, problems

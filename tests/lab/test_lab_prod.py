@@ -8,7 +8,6 @@ other for longer than the peers take to notice (dead-peer detection, BGP hold ti
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import subprocess
@@ -17,9 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from resinfra.addressing import Role
-from resinfra.lab.cluster import audit_events, ping, root_of, tunnel_report
-from resinfra.lab.paths import pair_path
+from resinfra.lab import failover
+from resinfra.lab.cluster import audit_events, root_of, tunnel_report
 from resinfra.lab.state import LabState, load
 from resinfra.netlab import wait_for
 from tests.lab import running
@@ -47,16 +45,6 @@ def state() -> LabState:
     return load(root_of(NAME))
 
 
-def machines(lab: LabState) -> list[str]:
-    """Every machine but the gateway VMs (they are their sites' gateways)."""
-    return sorted(m.name for m in lab.machines.values() if m.role is not Role.GATEWAY)
-
-
-def apart(lab: LabState) -> list[tuple[str, str]]:
-    """The pairs of machines of different sites that do not reach each other."""
-    return [(a, b) for a, b in itertools.permutations(machines(lab), 2) if lab.machines[a].site != lab.machines[b].site and not ping(lab, a, b, timeout=0.5)]
-
-
 def test_both_azure_instances_bring_up_their_tunnels(lab: LabState) -> None:
     assert lab.tunnels == 9, "two per link to Azure, one per other link"
     wait_for(lambda: all(all(c.values()) for c in tunnel_report(state().netlab()).values()), TIMEOUT, "every tunnel up")
@@ -74,7 +62,7 @@ def test_both_azure_instances_bring_up_their_tunnels(lab: LabState) -> None:
 
 
 def test_every_machine_reaches_every_other_sites_machines(lab: LabState) -> None:
-    wait_for(lambda: not apart(lab), TIMEOUT, "every pair of sites reachable")
+    wait_for(lambda: not failover.apart(lab), TIMEOUT, "every pair of sites reachable")
 
 
 def test_the_vnet_sends_through_both_instances(lab: LabState) -> None:
@@ -93,47 +81,21 @@ def test_the_path_between_two_sites_is_their_own_tunnel(lab: LabState) -> None:
     running.assert_own_tunnels(lab, TIMEOUT)
 
 
-def carrying(lab: LabState) -> dict[int, set[str]]:
-    """Which Azure instance carries each other site's traffic to Azure now: a burst from that site's worker, and the
-    instance whose tunnel's SAs counted it."""
-    netlab = lab.netlab()
-    first = running.first_workers(lab)
-    out: dict[int, set[str]] = {0: set(), 1: set()}
-    for site in ("gcp", "hetzner", "proxmox"):
-        evidence = pair_path(netlab, site, "azure", first[site].namespace, first["azure"].private_ip, running.BURST)
-        assert not evidence.problems, evidence
-        for key, _ in evidence.counted:
-            match = re.match(r"azure-vpn-gw(\d)-", key)
-            if match:
-                out[int(match.group(1))].add(site)
-    return out
-
-
-def tunnels_up(lab: LabState) -> bool:
-    return all(all(c.values()) for c in tunnel_report(lab.netlab()).values())
-
-
 @pytest.mark.parametrize("instance", [0, 1])
 def test_killing_an_azure_instance_that_carries_traffic_keeps_every_pair_reachable(lab: LabState, instance: int) -> None:
     """Each instance in turn dies while it carries the strongSwan sites' traffic to Azure; every pair of sites reaches
     each other again once the peers notice, through the other instance."""
-    # A strongSwan gateway sends through its newest tunnel to Azure (userspace ESP: the newest of two policies with the
-    # same selectors wins): restarting the instance makes its tunnels the newest.
-    for verb in ("kill-instance", "revive-instance"):
-        assert lab_command(verb, "azure", str(instance)).returncode == 0
-    wait_for(lambda: tunnels_up(state()) and not apart(state()), TIMEOUT, "every tunnel up and every pair reachable")
-    load_ = carrying(state())
+    failover.make_carrier(NAME, "azure", instance, TIMEOUT)
+    load_ = failover.carrying(state(), "azure")
     assert {"hetzner", "proxmox"} <= load_[instance], f"instance {instance} carries the strongSwan sites' traffic: {load_}"
     killed = time.time()
-    result = lab_command("kill-instance", "azure", str(instance))
-    assert result.returncode == 0, result.stdout + result.stderr
     try:
-        took = wait_for(lambda: not apart(state()), FAILOVER_TIMEOUT, f"every pair reachable with Azure instance {instance} dead", interval=0.5)
+        took = failover.fail_instance(NAME, "azure", instance, FAILOVER_TIMEOUT)
         print(f"instance {instance} (carrying {sorted(load_[instance])}) killed: every pair reachable again {took:.1f} s later")
-        after = carrying(state())
+        after = failover.carrying(state(), "azure")
         assert after[instance] == set() and after[1 - instance] == {"gcp", "hetzner", "proxmox"}, f"the other instance carries it all: {after}"
         assert [e for e in audit_events(state()) if e["event"] == "repair-started" and e["ts"] >= killed] == [], "no machine is replaced"
     finally:
         revived = lab_command("revive-instance", "azure", str(instance))
         assert revived.returncode == 0, revived.stdout + revived.stderr
-    wait_for(lambda: tunnels_up(state()), TIMEOUT, "every tunnel back")
+    wait_for(lambda: failover.tunnels_up(state()), TIMEOUT, "every tunnel back")

@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 
 from resinfra.lab import changes
+from resinfra.lab.failover import BURST
 from resinfra.lab.gateways import run_gateways, start_mesh
 from resinfra.lab.paths import burst, grew, sa_bytes
 from resinfra.mesh import describe, gcp, plan
 from resinfra.netlab import CHARON, Lab, wait_for
 from resinfra.offline import run_offline
 from tests.conftest import dev_config, require_root, require_tool
-from tests.lab.running import BURST
 
 NAME = os.environ.get("RESINFRA_TEST_MESH_LAB_NAME", "rmt")[:5] + "o"
 TIMEOUT = 60.0
