@@ -16,6 +16,7 @@ partition. Timings are the lab's (resinfra/lab/changes.py), printed with the fig
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -29,7 +30,8 @@ from resinfra.lab.cluster import audit_events, down, kill, load, root_of, set_in
 from resinfra.lab.state import LabState
 from resinfra.netlab import wait_for
 
-NAME = "rlb"
+NAME = os.environ.get("RESINFRA_BENCH_LAB_NAME", "rlb")
+"""Overridable, so that two checkouts on one machine can run it at once."""
 TIMEOUT = 120.0
 FAILOVER_TIMEOUT = 300.0
 
@@ -98,8 +100,8 @@ def instance_failovers(state: LabState, rounds: int) -> list[float]:
     seconds = []
     for i in range(rounds):
         instance = i % 2
-        failover.make_carrier(NAME, site, instance, TIMEOUT)
-        carried = failover.carrying(load(root_of(NAME)), site)[instance]
+        strongswan = {s.key for s in state.sites if s.cloud is None}
+        carried = failover.make_carrier(NAME, site, instance, TIMEOUT, strongswan)[instance]
         seconds.append(failover.fail_instance(NAME, site, instance, FAILOVER_TIMEOUT))
         print(f"failover {i + 1}: {site} instance {instance} (carrying {sorted(carried)}) killed: every pair back after {seconds[-1]:.1f} s", flush=True)
         set_instance(NAME, site, instance, alive_=True)

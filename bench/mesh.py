@@ -9,6 +9,7 @@ a kernel data path. Prints the median of 5 rounds.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -23,6 +24,8 @@ from resinfra.offline import run_offline
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 5
 RESTARTED = "hetzner"
+NAME = os.environ.get("RESINFRA_BENCH_LAB_NAME", "rmb")
+"""Overridable, so that two checkouts on one machine can run it at once."""
 
 
 def dev_values() -> dict[str, object]:
@@ -45,7 +48,7 @@ def main() -> int:
     charons = 0
     tunnels = sum(t["tunnels"] for t in run.outputs["tunnels"])
     for _ in range(ROUNDS):
-        with tempfile.TemporaryDirectory(prefix="rm-bench-") as workdir, Lab("rmb", Path(workdir)) as lab:
+        with tempfile.TemporaryDirectory(prefix="rm-bench-") as workdir, Lab(NAME, Path(workdir)) as lab:
             lab.build(g.lab_site for g in gateways)
             started = time.monotonic()
             start_gateways(lab, gateways)

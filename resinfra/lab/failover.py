@@ -10,9 +10,9 @@ import re
 
 from resinfra.addressing import Role
 from resinfra.lab.cluster import load, ping, root_of, set_instance, tunnel_report
-from resinfra.lab.paths import PathEvidence, pair_path
+from resinfra.lab.paths import PathEvidence, burst, pair_path, sa_bytes
 from resinfra.lab.state import LabState, MachineRecord
-from resinfra.netlab import wait_for
+from resinfra.netlab import LabError, wait_for
 
 BURST = 200 * 1200
 """Bytes a burst of pings puts on a tunnel: far above the scrapes and probes crossing it meanwhile (about 10 kB/s)."""
@@ -44,20 +44,25 @@ def own_tunnels(lab: LabState) -> dict[tuple[str, str], PathEvidence]:
 
 
 def carrying(lab: LabState, site: str) -> dict[int, set[str]]:
-    """Which of ``site``'s gateway instances carries each other site's traffic to it now: a burst from that site's first
-    worker, and the instance whose tunnel's SAs counted it."""
+    """Which of ``site``'s gateway instances receives each other site's traffic now: a burst from that site's first
+    worker, and the instance whose tunnel's SAs counted it coming in (the answers may leave through another)."""
     netlab = lab.netlab()
     first = first_workers(lab)
-    record = lab.site(site)
-    out: dict[int, set[str]] = {i: set() for i in range(len(record.cloud.routers) if record.cloud else 0)}
+    cloud = lab.site(site).cloud
+    instance = {}
+    for tunnel in cloud.tunnels if cloud is not None else ():
+        match = _INSTANCE.search(f"-{tunnel.key}-")
+        if match:
+            instance[netlab.part_key(site, tunnel.key)] = int(match.group(1))
+    out: dict[int, set[str]] = {i: set() for i in sorted(set(instance.values()))}
     for other in sorted(first):
         if other == site:
             continue
-        evidence = pair_path(netlab, other, site, first[other].namespace, first[site].private_ip, BURST)
-        for key, _ in evidence.counted:
-            match = _INSTANCE.search(f"-{key}-")
-            if match and key.startswith(f"{site}-"):
-                out[int(match.group(1))].add(other)
+        before = sa_bytes(netlab, instance)
+        burst(netlab, first[other].namespace, first[site].private_ip)
+        for pair, (bytes_in, _) in sa_bytes(netlab, instance).items():
+            if bytes_in - before.get(pair, (0, 0))[0] >= BURST:
+                out[instance[pair[0]]].add(other)
     return out
 
 
@@ -65,12 +70,18 @@ def tunnels_up(lab: LabState) -> bool:
     return all(all(c.values()) for c in tunnel_report(lab.netlab()).values())
 
 
-def make_carrier(name: str, site: str, instance: int, timeout: float) -> None:
-    """Restart an instance so the strongSwan gateways send to it (their newest tunnel to the site wins: libipsec's policy
-    order), and wait until every tunnel is up and every pair reachable."""
-    set_instance(name, site, instance, alive_=False)
-    set_instance(name, site, instance, alive_=True)
-    wait_for(lambda: tunnels_up(load(root_of(name))) and not apart(load(root_of(name))), timeout, "every tunnel up and every pair reachable")
+def make_carrier(name: str, site: str, instance: int, timeout: float, senders: set[str], tries: int = 3) -> dict[int, set[str]]:
+    """Restart an instance until ``senders`` send to it (a strongSwan gateway sends through its newest tunnel to the site:
+    libipsec's policy order), every tunnel up and every pair reachable; returns who sends to which instance."""
+    found: dict[int, set[str]] = {}
+    for _ in range(tries):
+        set_instance(name, site, instance, alive_=False)
+        set_instance(name, site, instance, alive_=True)
+        wait_for(lambda: tunnels_up(load(root_of(name))) and not apart(load(root_of(name))), timeout, "every tunnel up and every pair reachable")
+        found = carrying(load(root_of(name)), site)
+        if senders <= found[instance]:
+            return found
+    raise LabError(f"{sorted(senders)} do not send to {site}'s instance {instance} after {tries} restarts: {found}")
 
 
 def fail_instance(name: str, site: str, instance: int, timeout: float) -> float:

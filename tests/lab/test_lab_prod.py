@@ -85,15 +85,13 @@ def test_the_path_between_two_sites_is_their_own_tunnel(lab: LabState) -> None:
 def test_killing_an_azure_instance_that_carries_traffic_keeps_every_pair_reachable(lab: LabState, instance: int) -> None:
     """Each instance in turn dies while it carries the strongSwan sites' traffic to Azure; every pair of sites reaches
     each other again once the peers notice, through the other instance."""
-    failover.make_carrier(NAME, "azure", instance, TIMEOUT)
-    load_ = failover.carrying(state(), "azure")
-    assert {"hetzner", "proxmox"} <= load_[instance], f"instance {instance} carries the strongSwan sites' traffic: {load_}"
+    load_ = failover.make_carrier(NAME, "azure", instance, TIMEOUT, {"hetzner", "proxmox"})
     killed = time.time()
     try:
         took = failover.fail_instance(NAME, "azure", instance, FAILOVER_TIMEOUT)
         print(f"instance {instance} (carrying {sorted(load_[instance])}) killed: every pair reachable again {took:.1f} s later")
         after = failover.carrying(state(), "azure")
-        assert after[instance] == set() and after[1 - instance] == {"gcp", "hetzner", "proxmox"}, f"the other instance carries it all: {after}"
+        assert after == {instance: set(), 1 - instance: {"gcp", "hetzner", "proxmox"}}, f"the other instance receives it all: {after}"
         assert [e for e in audit_events(state()) if e["event"] == "repair-started" and e["ts"] >= killed] == [], "no machine is replaced"
     finally:
         revived = lab_command("revive-instance", "azure", str(instance))
