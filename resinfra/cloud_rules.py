@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
-from resinfra.config import AzureSite, GcpSite, HetznerSite, Problem, ProxmoxSite, StackConfig, key_path
+from resinfra.config import AzureSite, GcpSite, HetznerSite, Problem, Provider, ProxmoxSite, StackConfig, key_path
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,16 @@ AZURE_SSH_KEY_TYPES = ("ssh-rsa", "ssh-ed25519")
 Linux VM in Azure", "Supported SSH key formats": SSH-2 RSA of at least 2048 bits and ED25519;
 ECDSA is not supported (nor, by omission, the FIDO ``sk-`` types)."""
 AZURE_MIN_RSA_BITS = 2048
+USER_DATA_LIMITS = {
+    # Hetzner Cloud API, create server: user_data "is limited to 32KiB".
+    Provider.HETZNER: 32 * 1024,
+    # Compute API, OSProfile.customData: "The maximum length of the binary array is 65535 bytes"
+    # (pulumi-azure-native compute OSProfileArgs docstring).
+    Provider.AZURE: 65535,
+    # GCE metadata: a value may hold 256 KB (cloud.google.com, "About VM metadata", limits).
+    Provider.GCP: 256 * 1024,
+}
+"""Largest user-data each cloud accepts, in bytes (Proxmox snippets have no such limit)."""
 HETZNER_PUBLIC_GATEWAY = IPv4Address("172.31.1.1")
 """Hetzner Cloud API, networks ``add_route``: a route's destination "must not overlap ...
 172.31.1.1", the gateway of every server's public interface."""

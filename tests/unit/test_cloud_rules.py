@@ -206,3 +206,15 @@ def test_a_deployable_stack_plans_without_the_warning(tmp_path: Path, capsys: py
     assert cli.main(["plan", "--config-file", str(path)]) == 0
     out = capsys.readouterr().out
     assert "REFUSED BY A REAL DEPLOYMENT" not in out and "Placeholders" not in out
+
+
+def test_every_user_data_fits_its_cloud(offline_runs: dict[str, Any]) -> None:
+    """The rendered user-data (stock mode, the largest: the resinfra VM and the probers) against each cloud's limit."""
+    run = offline_runs["all-four"]
+    sizes = {
+        config.Provider.HETZNER: [len(r.inputs["userData"].encode()) for r in run.of_type("hcloud:index/server:Server")],
+        config.Provider.AZURE: [len(base64.b64decode(r.inputs["osProfile"]["customData"])) for r in run.of_type("azure-native:compute:VirtualMachine")],
+        config.Provider.GCP: [len(r.inputs["metadata"]["user-data"].encode()) for r in run.of_type("gcp:compute/instance:Instance")],
+    }
+    for provider, found in sizes.items():
+        assert found and max(found) <= cloud_rules.USER_DATA_LIMITS[provider], (provider, found)
