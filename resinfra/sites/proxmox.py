@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 import textwrap
 from dataclasses import dataclass
 from typing import Any, cast
@@ -274,7 +273,8 @@ class ProxmoxSite(SiteComponent):
         again when the node changes; it logs in as the provider's snippet uploads do.
         """
         ssh = creds.ssh
-        endpoint = creds.endpoint or os.environ.get("PROXMOX_VE_ENDPOINT")
+        # Config only, never the environment: the deployer's and the healer's runs must declare the same host.
+        endpoint = creds.endpoint
         command_provider = pulumi_command.Provider(child_name(name, "command"), opts=pulumi.ResourceOptions(parent=self))
         return remote.Command(
             child_name(name, "dc-fw-check"),
