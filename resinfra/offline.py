@@ -20,7 +20,7 @@ import pulumi
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 
-from resinfra import config, stack
+from resinfra import cloud_rules, config, stack
 
 PROJECT = "resinfra"
 MOCK_PUBLIC_RANGE = ipaddress.IPv4Network("100.64.0.0/10")
@@ -290,6 +290,10 @@ class OfflineRun:
     """Secret config keys that were not set and got a placeholder value."""
     lookups: list[Lookup] = field(default_factory=list)
     """Image lookups the program made (hcloud snapshots, Azure images), with the mocks' answers."""
+    refused: list[config.Problem] = field(default_factory=list)
+    """Placeholders a real deployment refuses (``cloud_rules.deployment_problems``); offline they only warn."""
+    placeholder_notes: list[config.Problem] = field(default_factory=list)
+    """Placeholders a real deployment accepts but cannot use (``cloud_rules.placeholder_notes``)."""
 
     def ancestor_types(self, resource: DeclaredResource) -> list[str]:
         """Types of the resource's ancestors, innermost first (followed through ``parent``;
@@ -391,7 +395,7 @@ def run_offline(values: Mapping[str, Any], stack_name: str = "dev", secret_keys:
     captured: dict[str, Any] = {}
 
     async def resolve() -> None:
-        result = stack.main(export=lambda key, value: None)
+        result = stack.main(export=lambda key, value: None, offline=True)
         captured["result"] = result
         outputs, secret = {}, set()
         for key, value in result.outputs.items():
@@ -420,4 +424,6 @@ def run_offline(values: Mapping[str, Any], stack_name: str = "dev", secret_keys:
         files=captured["files"],
         placeholders=placeholders,
         lookups=mocks.lookups,
+        refused=cloud_rules.deployment_problems(cfg),
+        placeholder_notes=cloud_rules.placeholder_notes(cfg),
     )
