@@ -335,6 +335,9 @@ class HealerConfig(_Model):
     """Replace a strongSwan gateway VM when its site alone is partitioned (and a gateway VM that NodeDown reports)."""
     repair_timeout_seconds: int = Field(default=2700, ge=300, le=21_600)
     """An update that takes longer is interrupted (SIGINT, then SIGTERM) and counted as failed."""
+    settle_seconds: int | None = Field(default=None, ge=0, le=3600)
+    """A NodeDown waits this long before its machine is replaced, so a partition of its site reported a moment later
+    cancels it. Unset: one scrape interval and two rule evaluations (45 s with the production timings)."""
 
 
 MAX_EGRESS_GB_PER_MONTH = 1_000_000

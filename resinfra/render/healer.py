@@ -23,7 +23,7 @@ from pathlib import Path
 
 from resinfra.config import HealerConfig
 from resinfra.render.jinja import render_template
-from resinfra.render.monitoring import ToolingLayout
+from resinfra.render.monitoring import AlertTimings, ToolingLayout
 from resinfra.render.push_script import WAIT_FOR_CLOUD_INIT, FileToPush
 from resinfra.render.tooling_files import PushSet
 
@@ -137,7 +137,22 @@ def project_bundle(project_dir: Path, stack: str) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
-def render_settings(layout: HealerLayout, tooling: ToolingLayout, healer: HealerConfig, stack: str, secrets: HealerSecrets) -> str:
+def settle_seconds(timings: AlertTimings) -> int:
+    """The healer's default settle window: how much later than a NodeDown its site's partition may be reported.
+
+    NodeDown's ``for`` clock starts at the first evaluation after the first of the site's scrapes
+    fails; SiteUnreachable's after the *last* of them fails (up to one scrape interval later,
+    then up to one evaluation): so it fires up to ``scrape + evaluation`` seconds later, plus any
+    difference of the two ``for``s. One more evaluation covers Prometheus sending to Alertmanager
+    and Alertmanager to the healer. Example: the production timings give 15 + 2 * 15 = 45.
+    """
+    later_for = max(0, timings.site_unreachable_for - timings.node_down_for)
+    return later_for + timings.scrape_interval + 2 * timings.evaluation_interval
+
+
+def render_settings(
+    layout: HealerLayout, tooling: ToolingLayout, healer: HealerConfig, stack: str, secrets: HealerSecrets, timings: AlertTimings | None = None
+) -> str:
     """``healer.json``: what ``resinfra heal`` reads (no secret in it, only the files holding them)."""
     assert healer.backend_url is not None, "the healer is deployed only with a backend"
     settings = {
@@ -150,6 +165,7 @@ def render_settings(layout: HealerLayout, tooling: ToolingLayout, healer: Healer
         "auditLog": layout.audit_log,
         "stack": {"name": stack, "projectDir": layout.project_dir, "backendUrl": healer.backend_url},
         "policy": healer.model_dump(by_alias=True),
+        "settleSeconds": healer.settle_seconds if healer.settle_seconds is not None else settle_seconds(timings or AlertTimings()),
     }
     return json.dumps(settings, indent=2, sort_keys=True) + "\n"
 
@@ -178,15 +194,26 @@ def bundle_digest(bundle: bytes) -> str:
     return hashlib.sha256(bundle).hexdigest()
 
 
-def healer_push(layout: HealerLayout, tooling: ToolingLayout, healer: HealerConfig, stack: str, bundle: bytes, secrets_shape: HealerSecrets) -> PushSet:
-    """The healer's program push: bundle, settings, unit, install script; runs the install (which restarts the service)."""
+def healer_push(
+    layout: HealerLayout,
+    tooling: ToolingLayout,
+    healer: HealerConfig,
+    stack: str,
+    bundle: bytes,
+    secrets_shape: HealerSecrets,
+    timings: AlertTimings | None = None,
+) -> PushSet:
+    """The healer's program push: bundle, settings, unit, install script; runs the install (which restarts the service).
+
+    ``timings`` are the monitoring's (the settle window's default derives from them); None: production's.
+    """
     q = shlex.quote
     owner = f"{layout.user}:{layout.user}"
     return PushSet(
         purpose="healer",
         files=(
             # Readable by the healer only, like its credentials: it names the backend and the stack.
-            FileToPush(layout.settings_file, render_settings(layout, tooling, healer, stack, secrets_shape), "0400", owner),
+            FileToPush(layout.settings_file, render_settings(layout, tooling, healer, stack, secrets_shape, timings), "0400", owner),
             FileToPush(f"{layout.systemd_dir}/{HEALER_UNIT}", render_healer_unit(layout), "0644"),
             # Root's alone: the install script runs as root from the push.
             FileToPush(layout.install_script, render_install_script(layout), "0700"),
