@@ -69,6 +69,10 @@ CREATE TABLE IF NOT EXISTS failures (
 ACTION_COLUMNS = ("action_pgid INTEGER", "action_start INTEGER")
 """Added to ``repairs`` in version 2: the action's process group and its leader's start time (``/proc/PID/stat``),
 so a restarted healer recognises an action of its predecessor that still runs."""
+SQLITE_MAGIC = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file (https://www.sqlite.org/fileformat.html, "The Database Header")."""
+CHECKPOINT_EVERY = 100
+"""Writes between checkpoints (and one at every start): between them the latest writes live in the WAL only."""
 ACKNOWLEDGE_COMMAND = "resinfra heal acknowledge-journal --settings /etc/resinfra-healer/healer.json"
 
 
@@ -111,11 +115,11 @@ def _read_seal(path: Path) -> dict[str, object] | None:
     return data
 
 
-def _write_seal(path: Path, journal_id: str, created: float, generation: int) -> None:
+def _write_seal(path: Path, journal_id: str, created: float, generation: int, size: int) -> None:
     """Replace the seal atomically (write, fsync, rename, fsync the directory)."""
     seal = seal_path(path)
-    tmp = seal.with_name(seal.name + ".tmp")
-    data = json.dumps({"id": journal_id, "created": created, "generation": generation}) + "\n"
+    tmp = seal.with_name(f"{seal.name}.{os.getpid()}.tmp")
+    data = json.dumps({"id": journal_id, "created": created, "generation": generation, "size": size}) + "\n"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data.encode())
@@ -150,11 +154,20 @@ class Journal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._sealed_size = 0
         seal = _read_seal(self.path)
-        exists = self.path.is_file() and self.path.stat().st_size > 0
+        size = self.path.stat().st_size if self.path.is_file() else 0
+        exists = size > 0
         if not exists and seal is not None:
             what = "is missing" if not self.path.exists() else "is empty"
             raise JournalDamaged(self.path, f"{what}, but its seal says it was created {_when(seal.get('created'))} and holds {seal['generation']} writes")
+        if exists:
+            with self.path.open("rb") as f:
+                if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+                    raise JournalDamaged(self.path, "has a damaged header (no SQLite file starts like this)")
+        sealed_size = seal.get("size") if seal is not None else None
+        if isinstance(sealed_size, int) and size < sealed_size:
+            raise JournalDamaged(self.path, f"is {size} bytes, shorter than the {sealed_size} it had at its last checkpoint: it was truncated")
         try:
             # autocommit off, explicit transactions; check_same_thread off: the lock serialises access.
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -162,6 +175,8 @@ class Journal:
                 self._check_whole()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # Checkpoints only where the seal records the file's size (see _checkpoint).
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.executescript(SCHEMA)
             self._migrate()
         except sqlite3.DatabaseError as err:
@@ -182,7 +197,13 @@ class Journal:
                     self.path,
                     f"holds {generation} writes, but its seal says {seal['generation']}: writes were lost (truncated, its WAL removed, or an older copy)",
                 )
-        _write_seal(self.path, self.id, self.created, generation)
+        self._checkpoint(generation)
+
+    def _checkpoint(self, generation: int) -> None:
+        """Move the WAL into the journal and seal the journal's size with its generation."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._sealed_size = self.path.stat().st_size
+        _write_seal(self.path, self.id, self.created, generation, self._sealed_size)
 
     def _check_whole(self) -> None:
         rows = self._db.execute("PRAGMA quick_check").fetchall()
@@ -216,7 +237,10 @@ class Journal:
                     self._db.execute("ROLLBACK")
                 raise
             generation = int(self._db.execute("SELECT generation FROM meta").fetchone()[0])
-            _write_seal(self.path, self.id, self.created, generation)
+            if generation % CHECKPOINT_EVERY == 0:
+                self._checkpoint(generation)
+            else:
+                _write_seal(self.path, self.id, self.created, generation, self._sealed_size)
 
     def recover(self, now: float) -> list[Repair]:
         """Mark repairs a previous process left unfinished as interrupted; returns them."""

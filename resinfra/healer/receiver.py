@@ -47,11 +47,14 @@ BODY_DEADLINE = 5.0
 """Seconds for the whole body once the headers are in: a request never holds a connection longer than both."""
 BACKLOG = 1024
 """Listen backlog (the standard library's server used 5): bursts wait in the kernel, not in refusals."""
-PER_SOURCE_UNAUTHENTICATED = 64
-"""Open connections one address may have that have not yet shown the token; over it, its oldest such connection is
-closed. Alertmanager shows the token in its first request and then reuses the connection."""
+PER_SOURCE_SHARE = 2
+"""One address may hold at most 1/2 of the connection slots with connections that have not shown the token; over it,
+its oldest such connection is closed. Alertmanager shows the token in its first request and then reuses the connection,
+so a flood from elsewhere never takes its place, and a flood from its own address still leaves room for it (the
+event loop answers a whole request in well under a millisecond, the flood's connections wait for their deadline)."""
 FILE_RESERVE = 256
-"""File descriptors kept back from connections for the journal, the audit log, the action and its pipes."""
+"""File descriptors kept back from connections for the journal, the audit log, the action and its pipes (a quarter of
+the limit when that is less)."""
 MAX_BODY_DIGITS = len(str(MAX_BODY))
 _CONTENT_LENGTH = re.compile(f"[0-9]{{1,{MAX_BODY_DIGITS + 1}}}")
 HealthCheck = Callable[[], tuple[bool, str]]
@@ -61,7 +64,9 @@ HealthCheck = Callable[[], tuple[bool, str]]
 def max_connections(reserve: int = FILE_RESERVE) -> int:
     """Open connections the server accepts at once: the process's file limit less ``reserve``, at least 16."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(16, soft - reserve) if soft != resource.RLIM_INFINITY else 65_536
+    if soft == resource.RLIM_INFINITY:
+        return 65_536
+    return max(16, soft - min(reserve, soft // 4))
 
 
 @dataclass
@@ -79,9 +84,10 @@ class _Connection:
 class _Connections:
     """Open connections by stream, per source: who is shed when the caps are reached."""
 
-    def __init__(self, limit: int, per_source: int, metrics: Metrics):
+    def __init__(self, limit: int, per_source: int, metrics: Metrics, header_deadline: float):
         self.limit = limit
         self.per_source = per_source
+        self.header_deadline = header_deadline
         self._metrics = metrics
         self._open: dict[int, _Connection] = {}
 
@@ -115,7 +121,7 @@ class _Connections:
         # Ended without a whole request: cut off by a deadline (or the client left). An idle keep-alive connection
         # closed after its requests were answered is no refusal.
         cut = connection.started > connection.answered
-        never = connection.started == 0 and time.monotonic() - connection.opened >= HEADER_DEADLINE * 0.9
+        never = connection.started == 0 and time.monotonic() - connection.opened >= self.header_deadline * 0.9
         if cut or never:
             self._metrics.rejected.labels("incomplete").inc()
 
@@ -156,7 +162,9 @@ class Receiver:
         max_body: int = MAX_BODY,
         health: HealthCheck | None = None,
         connection_limit: int | None = None,
-        per_source_unauthenticated: int = PER_SOURCE_UNAUTHENTICATED,
+        per_source_unauthenticated: int | None = None,
+        header_deadline: float = HEADER_DEADLINE,
+        body_deadline: float = BODY_DEADLINE,
     ):
         if not token:
             raise ValueError("the healer needs a bearer token")
@@ -166,7 +174,8 @@ class Receiver:
         self.max_body = max_body
         self.health: HealthCheck = health or (lambda: (True, "ok"))
         self._limit = connection_limit or max_connections()
-        self._per_source = per_source_unauthenticated
+        self._per_source = per_source_unauthenticated or max(1, self._limit // PER_SOURCE_SHARE)
+        self._deadlines = (header_deadline, body_deadline)
         # Bound now: the port is known at once and a taken port fails here, not in the thread.
         self._sockets = netutil.bind_sockets(port, address=host, family=socket.AF_INET, backlog=BACKLOG)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -199,13 +208,13 @@ class Receiver:
         server = _Server(
             app,
             # Tornado passes idle_connection_timeout as the headers' deadline (httpserver.py: header_timeout=...).
-            idle_connection_timeout=HEADER_DEADLINE,
-            body_timeout=BODY_DEADLINE,
+            idle_connection_timeout=self._deadlines[0],
+            body_timeout=self._deadlines[1],
             max_header_size=MAX_HEADERS,
             max_body_size=self.max_body,
             xheaders=False,
         )
-        server.connections = _Connections(self._limit, self._per_source, self.metrics)
+        server.connections = _Connections(self._limit, self._per_source, self.metrics, self._deadlines[0])
         server.add_sockets(self._sockets)
         self._server = server
         self._ready.set()

@@ -32,6 +32,10 @@ PULUMI_CLI_VERSION = importlib.metadata.version("pulumi")
 """The CLI is released with the SDK under the same version: install the one the lock pins."""
 UV_VERSION = "0.13.9"
 """uv from PyPI into its own virtualenv (Ubuntu 24.04 packages no uv)."""
+HEALER_NOFILE = 8192
+"""The unit's LimitNOFILE (systemd's default soft limit is 1024): the receiver caps connections below it."""
+EXIT_REFUSED = 2
+"""``resinfra heal``'s exit code when it refuses to start (``resinfra.healer.cli.EXIT_JOURNAL_DAMAGED``); systemd does not restart it."""
 BUNDLE_FILES = ("Pulumi.yaml", "__main__.py", "pyproject.toml", "uv.lock", "README.md")
 """Project files besides the package and the stack file (hatchling reads README.md for the package metadata)."""
 BUNDLE_SUFFIXES = (".py", ".j2", ".yaml")
@@ -182,7 +186,14 @@ def render_environment(layout: HealerLayout, secrets: HealerSecrets) -> str:
 
 def render_healer_unit(layout: HealerLayout) -> str:
     """The hardened systemd unit of ``resinfra heal``."""
-    return render_template("resinfra-healer.service.j2", layout=layout, argv=[layout.executable, "heal", "--settings", layout.settings_file])
+    return render_template(
+        "resinfra-healer.service.j2",
+        layout=layout,
+        argv=[layout.executable, "heal", "--settings", layout.settings_file],
+        no_restart_status=EXIT_REFUSED,
+        nofile=HEALER_NOFILE,
+        acknowledge=f"{layout.executable} heal acknowledge-journal --settings {layout.settings_file}",
+    )
 
 
 def render_install_script(layout: HealerLayout, pulumi_version: str = PULUMI_CLI_VERSION, uv_version: str = UV_VERSION) -> str:

@@ -7,6 +7,7 @@ import http.client
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,10 @@ def recorded(name: str) -> dict[str, Any]:
 
 
 class Running:
-    def __init__(self) -> None:
+    def __init__(self, **limits: Any) -> None:
         self.received: list[list[Alert]] = []
         self.metrics = Metrics()
-        self.receiver = Receiver("127.0.0.1", 0, TOKEN, self.received.append, self.metrics)
+        self.receiver = Receiver("127.0.0.1", 0, TOKEN, self.received.append, self.metrics, **limits)
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         connection = http.client.HTTPConnection("127.0.0.1", self.receiver.port, timeout=10)
@@ -186,7 +187,9 @@ def raw_exchange(port: int, request: bytes, timeout: float = 5) -> bytes:
 
 
 def post_raw(content_length: str, body: bytes) -> bytes:
-    head = f"POST /alerts HTTP/1.1\r\nHost: healer\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {content_length}\r\n\r\n"
+    head = (
+        f"POST /alerts HTTP/1.1\r\nHost: healer\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {content_length}\r\n\r\n"
+    )
     # Header bytes as HTTP carries them (ISO-8859-1): "\u00b2" is the single byte 0xB2.
     return head.encode("latin-1") + body
 
@@ -217,3 +220,60 @@ def test_every_malformed_request_gets_an_http_answer_and_is_counted(server: Runn
     assert status_line.split(b" ")[1:2] in ([b"400"], [b"413"]), f"{name}: answered {status_line!r}"
     assert server.received == []
     assert server.rejected("malformed") + server.rejected("too-large") == 1, "the rejection is counted"
+
+
+# Defect: slow clients held a thread each, with a read timeout that restarted at every byte.
+
+
+def test_a_request_has_a_deadline_however_slowly_it_trickles() -> None:
+    running = Running(header_deadline=1.0)
+    running.receiver.start()
+    try:
+        with socket.create_connection(("127.0.0.1", running.receiver.port), timeout=5) as slow:
+            slow.sendall(b"POST /alerts HTTP/1.1\r\n")
+            began = time.monotonic()
+            closed = False
+            while time.monotonic() - began < 4:
+                try:
+                    slow.sendall(b"X")  # a byte every 0.1 s: a per-byte timeout would never end it
+                    time.sleep(0.1)
+                    if slow.recv(1, socket.MSG_DONTWAIT) == b"":
+                        closed = True
+                        break
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    closed = True
+                    break
+            assert closed and time.monotonic() - began < 2.0, "cut off at its deadline"
+        wait_until(lambda: running.rejected("incomplete") == 1)
+    finally:
+        running.receiver.stop()
+
+
+def test_one_source_cannot_hold_every_connection() -> None:
+    running = Running(connection_limit=20, per_source_unauthenticated=5)
+    running.receiver.start()
+    try:
+        flood = []
+        for _ in range(8):
+            sock = socket.socket()
+            sock.bind(("127.0.0.2", 0))
+            sock.connect(("127.0.0.1", running.receiver.port))
+            flood.append(sock)
+            time.sleep(0.02)
+        wait_until(lambda: running.rejected("source-limit") == 3)
+        # The oldest of that source were closed; another source is served at once.
+        assert flood[0].recv(1) == b""
+        assert running.post(json.dumps(recorded("node-down-firing")).encode()) == 200
+        for sock in flood:
+            sock.close()
+    finally:
+        running.receiver.stop()
+
+
+def wait_until(check: Any, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
