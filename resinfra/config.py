@@ -36,6 +36,18 @@ repr); the program reads them as Pulumi secrets. Each must be present."""
 OPTIONAL_SECRET_KEYS = frozenset({"notificationWebhookUrl", "healerEnvironment", "healerGoogleCredentials"})
 """Secret ``resinfra:*`` keys that may be absent; handled like :data:`SECRET_KEYS` otherwise."""
 URL_SECRET_KEYS = frozenset({"notificationWebhookUrl"})
+PROVIDER_SECRET_KEYS = frozenset(
+    {
+        "hcloud:token",  # pulumi_hcloud/config/vars.py: token (HCLOUD_TOKEN)
+        "gcp:credentials",  # pulumi_gcp/config/vars.py: credentials (a service-account key)
+        "gcp:accessToken",
+        "azure-native:clientSecret",  # pulumi_azure_native/config/vars.py: client_secret
+        "azure-native:clientCertificatePassword",
+        "proxmoxve:password",  # pulumi_proxmoxve/config/vars.py: password, api_token
+        "proxmoxve:apiToken",
+    }
+)
+"""Provider credentials in a stack file: they belong there only encrypted (``secure:``)."""
 """Secret keys whose value must be an http(s) URL (checked without ever echoing the value)."""
 HEALER_ENVIRONMENT_NAMES = frozenset(
     {
@@ -960,6 +972,26 @@ def _json_secret(values: Mapping[str, Any], key: str) -> tuple[bool, Any]:
         except json.JSONDecodeError:
             return True, None
     return True, value
+
+
+def plaintext_secret_warnings(config_map: Mapping[str, Any]) -> list[str]:
+    """Warnings for secrets written in clear in a stack file's ``config:`` map (``secure:`` values are fine).
+
+    The program reads them all the same, so this is a warning, not an error: the value is in the
+    repository and in every copy of the file. Example: ``resinfra:sshPrivateKey: "-----BEGIN..."``
+    gives one warning naming the key and ``pulumi config set --secret``.
+    """
+    secret = {f"{NAMESPACE}:{k}" for k in SECRET_KEYS | OPTIONAL_SECRET_KEYS} | PROVIDER_SECRET_KEYS
+    warnings = []
+    for key in sorted(k for k in config_map if k in secret):
+        value = config_map[key]
+        if value in (None, "") or (isinstance(value, Mapping) and set(value) == {"secure"}):
+            continue
+        warnings.append(
+            f"{key}: a secret is written in clear in the stack file (the value is not shown). "
+            f"Fix: remove it from the file and run: pulumi config set --secret {key} <value> (or < file)"
+        )
+    return warnings
 
 
 def _healer_secret_problems(values: Mapping[str, Any]) -> list[Problem]:
