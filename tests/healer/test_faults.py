@@ -27,7 +27,7 @@ import pytest
 
 from resinfra.healer.alerts import Alert
 from resinfra.render.healer import HealerLayout, render_healer_unit
-from tests.healer.helpers import node_down, webhook
+from tests.healer.helpers import node_down, site_unreachable, webhook
 from tests.healer.process import TOKEN, Service, audit, wait_for, write_settings
 
 W1, OTHER = "ri-dev-gcp-worker-1", "ri-dev-azure-worker-1"
@@ -173,23 +173,25 @@ def test_file_descriptors_exhausted_by_slow_clients_during_a_repair(tmp_path: Pa
 
 
 class Slowloris:
-    """``count`` slow connections kept open (reopened when the server closes them), one byte every ``pace`` seconds each."""
+    """``count`` slow connections kept open: opened at a pace the server can accept, one byte each every ``pace`` seconds
+    (never idle long enough for a per-read timeout), reopened when the server closes them."""
 
     def __init__(self, port: int, count: int, pace: float = 1.0):
         self.port, self.count, self.pace = port, count, pace
-        self.socks = slow_connections(port, count)
+        self.socks: list[socket.socket] = []
+        for _ in range(count):
+            self.socks += slow_connections(port, 1)
+            time.sleep(0.002)
         self.reopened = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._trickle, daemon=True)
         self._thread.start()
 
     def _trickle(self) -> None:
-        while not self._stop.wait(self.pace / 4):
+        while not self._stop.wait(self.pace):
             for i, sock in enumerate(self.socks):
                 if self._stop.is_set():
                     return
-                if i % 4 != int(time.monotonic() / (self.pace / 4)) % 4:
-                    continue
                 try:
                     sock.sendall(b"X")
                 except OSError:
@@ -392,3 +394,20 @@ def test_kill_9_of_the_healer_during_an_action_leaves_no_overlapping_action(tmp_
     other_start = next(t for w, m, t in log if (w, m) == ("start", OTHER))
     assert first_end <= other_start, log
     assert any(r["event"] == "repair-interrupted" and r["machine"] == W1 for r in audit(tmp_path))
+
+
+# 9. A NodeDown arriving a moment before its site's SiteUnreachable was acted on.
+
+
+def test_a_partition_reported_just_after_a_node_down_replaces_nothing(tmp_path: Path, services: list[Service]) -> None:
+    write_settings(tmp_path, settle=2.0)
+    healer = start(services, tmp_path, recording_action(tmp_path))
+    now = time.time()
+    # Same instant, separate payloads, NodeDown first (as Alertmanager sends two alert groups).
+    healer.post(webhook(node_down(W1, now - 60)))
+    time.sleep(0.1)
+    healer.post(webhook(site_unreachable("gcp", now - 60)))
+    time.sleep(4)  # past the settle window, a few ticks
+    assert started(tmp_path) == [], "nothing of the partitioned site is replaced"
+    decisions = [r for r in audit(tmp_path) if r["event"] == "decision" and r.get("machine") == W1]
+    assert [d["reason"] for d in decisions] == ["settling", "site-partitioned"], decisions
