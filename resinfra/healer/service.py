@@ -172,14 +172,18 @@ class Healer:
     def _journal_failed(self, err: BaseException) -> None:
         self.fault("journal", err)
 
-    def _journal(self, call: Callable[[], T]) -> T | None:
-        """A journal operation; None (and a counted failure) when the journal cannot be read or written."""
+    def _journal(self, call: Callable[[], T], write: bool = True) -> T | None:
+        """A journal operation; None (and a counted failure) when the journal cannot be read or written.
+
+        Only a write that succeeds clears a journal failure: a disk that is full still reads.
+        """
         try:
             value = call()
         except (sqlite3.Error, OSError) as err:
             self._journal_failed(err)
             return None
-        self._journal_error = None
+        if write:
+            self._journal_error = None
         return value
 
     def health(self) -> tuple[bool, str]:
@@ -307,7 +311,7 @@ class Healer:
                 return []
             now = self.clock()
             horizon = max(self.policy.backoff_window, self.policy.flap_window)
-            history = self._journal(lambda: self.journal.history(now - horizon))
+            history = self._journal(lambda: self.journal.history(now - horizon), write=False)
             if history is None:
                 return []  # without its record the healer cannot decide safely
             decisions = decide(self.machines, self.book.active(now), history, now, self.policy)

@@ -305,7 +305,12 @@ def test_healer_stuck_on_a_repair_past_its_timeout(plan: MonitoringPlan, tmp_pat
     series[healer_series(plan, "resinfra_healer_tick_interval_seconds")] = f"{step}x{STEPS}"
     series[healer_series(plan, "resinfra_healer_last_tick_timestamp_seconds")] = f"0+{step}x{STEPS}"  # the loop ticks on
     exp = expected(plan, "HealerStuck", healer_labels(plan))
-    result = run_promtool(plan, tmp_path, series, [none("HealerStuck", "2m"), none("HealerStuck", "2m45s"), {"eval_time": "3m15s", "alertname": "HealerStuck", "exp_alerts": [exp]}])
+    result = run_promtool(
+        plan,
+        tmp_path,
+        series,
+        [none("HealerStuck", "2m"), none("HealerStuck", "2m45s"), {"eval_time": "3m15s", "alertname": "HealerStuck", "exp_alerts": [exp]}],
+    )
     assert_passes(result)
 
 
@@ -323,7 +328,10 @@ def test_healer_stuck_on_a_stopped_decision_loop(plan: MonitoringPlan, tmp_path:
     # Stale (more than 4 ticks old) from 60 + 4 * step on; firing a `for` (60 s) after that.
     stale = 60 + 4 * step
     result = run_promtool(
-        plan, tmp_path, series, [none("HealerStuck", f"{stale + 30}s"), {"eval_time": f"{stale + 60 + 2 * step}s", "alertname": "HealerStuck", "exp_alerts": [exp]}]
+        plan,
+        tmp_path,
+        series,
+        [none("HealerStuck", f"{stale + 30}s"), {"eval_time": f"{stale + 60 + 2 * step}s", "alertname": "HealerStuck", "exp_alerts": [exp]}],
     )
     assert_passes(result)
 
