@@ -249,7 +249,7 @@ class Slow:
         self.reopened = 0
         for _ in range(count):
             self.socks += self._open()
-            time.sleep(0.002)
+            time.sleep(0.005)  # slow enough for a short listen backlog to accept each (see tests/healer/test_faults.py)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._trickle, daemon=True)
         self._thread.start()

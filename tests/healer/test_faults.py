@@ -123,10 +123,18 @@ def test_the_audit_log_unwritable_mid_repair_stops_nothing_and_is_reported(tmp_p
 # 1 (how it was reached). File descriptors exhausted by slow connections during a repair.
 
 
+PACE = 0.005
+"""Seconds between two new connections: slow enough for a server with a short listen backlog to accept each (faster,
+the kernel drops the handshake's last ACK once the backlog is full, and the client believes in a connection the
+server never accepted)."""
+
+
 def slow_connections(port: int, count: int, source: str = "127.0.0.1") -> list[socket.socket]:
     """``count`` connections that send half a request's headers and stop (the client side of slowloris)."""
     out = []
-    for _ in range(count):
+    for i in range(count):
+        if i:
+            time.sleep(PACE)
         sock = socket.socket()
         sock.settimeout(5)
         sock.bind((source, 0))
@@ -178,10 +186,7 @@ class Slowloris:
 
     def __init__(self, port: int, count: int, pace: float = 1.0):
         self.port, self.count, self.pace = port, count, pace
-        self.socks: list[socket.socket] = []
-        for _ in range(count):
-            self.socks += slow_connections(port, 1)
-            time.sleep(0.002)
+        self.socks = slow_connections(port, count)
         self.reopened = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._trickle, daemon=True)

@@ -7,6 +7,8 @@ import http.client
 import json
 import logging
 import socket
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -277,3 +279,25 @@ def wait_until(check: Any, timeout: float = 5) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.02)
+
+
+def test_slow_connections_hold_no_thread_each(server: Running) -> None:
+    before = threading.active_count()
+    slow = []
+    for _ in range(200):
+        sock = socket.create_connection(("127.0.0.1", server.receiver.port), timeout=5)
+        sock.sendall(b"POST /alerts HTTP/1.1\r\nHost: healer\r\n")
+        slow.append(sock)
+    try:
+        time.sleep(0.5)
+        assert threading.active_count() - before < 5, f"{threading.active_count() - before} threads for 200 slow connections"
+        assert server.post(json.dumps(recorded("node-down-firing")).encode()) == 200
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_the_listen_backlog_holds_a_burst(server: Running) -> None:
+    """``ss`` shows a listening socket's backlog as its Send-Q."""
+    listening = subprocess.run(["ss", "-Hltn", f"sport = :{server.receiver.port}"], capture_output=True, text=True, check=True).stdout.split()
+    assert int(listening[2]) >= 1024, f"listen backlog {listening[2]}"
