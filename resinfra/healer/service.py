@@ -247,11 +247,15 @@ class Healer:
         self._stop.set()
         self._wake.set()
         job, thread = self._job, self._job_thread
+        waited = 0.0
         if job is not None and job.result is None and job.pgid is not None:
             log.warning("stopping during the repair of %s: its action is interrupted", job.machine.name)
+            began = time.monotonic()
             leash.stop_group(job.pgid, repair_grace, job.pgid_start)
+            waited = time.monotonic() - began
         if thread is not None:
-            thread.join(repair_grace)
+            # The action is gone: what is left is recording its end.
+            thread.join(max(5.0, repair_grace - waited))
         if self._loop is not None:
             self._loop.join(5)
         self.notifier.flush()
