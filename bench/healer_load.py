@@ -174,11 +174,25 @@ def server(kind: str, workdir: Path) -> Iterator[tuple[subprocess.Popen[str], in
         line = process.stdout.readline()
         if "listening on" not in line:
             raise RuntimeError(f"{kind} did not start: {(workdir / f'{kind}.log').read_text()[-2000:]}")
-        yield process, int(line.rsplit(":", 1)[1])
+        port = int(line.rsplit(":", 1)[1])
+        wait_until_listening(port)  # uvicorn prints before it binds
+        yield process, port
     finally:
         process.kill()
         process.wait(10)
         log.close()
+
+
+def wait_until_listening(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -205,6 +219,7 @@ def run_clients(
     """``count`` requests from ``clients`` keep-alive connections: (requests/s, latencies, answers by status)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    errors: dict[str, int] = {}
     lock = threading.Lock()
 
     def client(first: int) -> None:
@@ -212,10 +227,12 @@ def run_clients(
         for i in range(first, count, clients):
             try:
                 status, seconds = request(connection, i)
-            except OSError:
+            except (OSError, http.client.HTTPException) as err:
                 connection.close()
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                 status, seconds = 0, float("nan")
+                with lock:
+                    errors[type(err).__name__] = errors.get(type(err).__name__, 0) + 1
             with lock:
                 statuses[status] = statuses.get(status, 0) + 1
                 if status:
@@ -225,6 +242,8 @@ def run_clients(
     began = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
+    if errors:
+        print(f"  (client errors: {', '.join(f'{k} {v}' for k, v in sorted(errors.items()))})")
     return count / (time.perf_counter() - began), latencies, statuses
 
 
