@@ -69,24 +69,30 @@ def group_alive(pgid: int, leader_start: int | None = None) -> bool:
     return ticks is None or leader_start is None or ticks == leader_start
 
 
-def stop_group(pgid: int, grace: float, leader_start: int | None = None) -> None:
-    """SIGINT to the group, then SIGTERM after ``grace`` seconds, then SIGKILL after 10 more, until it is gone."""
+def stop_group(pgid: int, grace: float, leader_start: int | None = None, reap: Callable[[], object] | None = None) -> None:
+    """SIGINT to the group, then SIGTERM after ``grace`` seconds, then SIGKILL after 10 more, until it is gone.
+
+    ``reap`` collects the leader when it is this process's child (a zombie still counts as a member of its group).
+    """
     for sig, wait in zip(STOP_SIGNALS, (grace, 10.0, 5.0), strict=True):
         if not group_alive(pgid, leader_start):
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, sig)
-        wait_for_group(pgid, wait, leader_start)
+        wait_for_group(pgid, wait, leader_start, reap)
 
 
-def wait_for_group(pgid: int, timeout: float, leader_start: int | None = None) -> bool:
+def wait_for_group(pgid: int, timeout: float, leader_start: int | None = None, reap: Callable[[], object] | None = None) -> bool:
     """Wait until group ``pgid`` is gone; returns whether it is."""
     deadline = time.monotonic() + timeout
-    while group_alive(pgid, leader_start):
+    while True:
+        if reap is not None:
+            reap()
+        if not group_alive(pgid, leader_start):
+            return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
-    return True
 
 
 @dataclass(frozen=True)
@@ -115,12 +121,12 @@ def run(argv: Sequence[str], env: Mapping[str, str], timeout: float, stop_grace:
     try:
         out, _ = process.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
-        stop_group(process.pid, stop_grace)
+        stop_group(process.pid, stop_grace, reap=process.poll)
         out, _ = process.communicate()
         return Finished(None, out.decode(errors="replace"))
     finally:
         if process.poll() is None:
-            stop_group(process.pid, stop_grace)
+            stop_group(process.pid, stop_grace, reap=process.poll)
     return Finished(process.returncode, out.decode(errors="replace"))
 
 
