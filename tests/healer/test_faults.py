@@ -42,7 +42,7 @@ def unit_nofile() -> int:
     return int(match[1]) if match else SYSTEMD_DEFAULT_NOFILE
 
 
-def recording_action(tmp_path: Path, seconds: float = 0, extra: str = "") -> str:
+def recording_action(tmp_path: Path, seconds: float = 0, extra: str = "", signals: str = "INT TERM") -> str:
     """An action that logs "start MACHINE TIME" / "end MACHINE TIME", notes any overlap with another action, and sleeps."""
     log, running = tmp_path / "actions.log", tmp_path / "action-running"
     script = f"""
@@ -50,7 +50,7 @@ echo "start $RESINFRA_MACHINE $(date +%s.%N)" >> {log}
 if [ -e {running} ]; then echo "overlap $RESINFRA_MACHINE $(cat {running})" >> {log}; fi
 echo "$RESINFRA_MACHINE" > {running}
 {extra}
-trap 'kill $pid 2>/dev/null; rm -f {running}; echo "end $RESINFRA_MACHINE $(date +%s.%N)" >> {log}; exit 1' INT TERM
+trap 'kill $pid 2>/dev/null; rm -f {running}; echo "end $RESINFRA_MACHINE $(date +%s.%N)" >> {log}; exit 1' {signals}
 sleep {seconds} & pid=$!
 wait $pid
 rm -f {running}
@@ -382,12 +382,15 @@ def test_a_fresh_install_starts_without_ceremony(tmp_path: Path, services: list[
 # 6. After kill -9 of the healer alone, its action kept running beside the next one.
 
 
-def test_kill_9_of_the_healer_during_an_action_leaves_no_overlapping_action(tmp_path: Path, services: list[Service]) -> None:
+@pytest.mark.parametrize("interruptible", [True, False], ids=["action-stops-on-sigint", "action-ignores-sigint"])
+def test_kill_9_of_the_healer_during_an_action_leaves_no_overlapping_action(tmp_path: Path, services: list[Service], interruptible: bool) -> None:
+    """The leash interrupts the action when the healer dies; one that ignores SIGINT is waited for by the restarted healer."""
     write_settings(tmp_path)
-    action = recording_action(tmp_path, 4)
+    action = recording_action(tmp_path, 4) if interruptible else recording_action(tmp_path, 4, extra="trap '' INT", signals="TERM")
     first = start(services, tmp_path, action)
     first.post(down(W1))
     wait_for(lambda: W1 in started(tmp_path), "the first action runs")
+    killed = time.time()
     first.kill()  # the healer process alone, not its group
     second = start(services, tmp_path, action)
     second.post(down(OTHER))
@@ -398,7 +401,11 @@ def test_kill_9_of_the_healer_during_an_action_leaves_no_overlapping_action(tmp_
     first_end = next(t for w, m, t in log if (w, m) == ("end", W1))
     other_start = next(t for w, m, t in log if (w, m) == ("start", OTHER))
     assert first_end <= other_start, log
+    if interruptible:
+        assert first_end - killed < 2.5, "the action was stopped with the healer (its leash), not left to run its 4 s"
     assert any(r["event"] == "repair-interrupted" and r["machine"] == W1 for r in audit(tmp_path))
+    if not interruptible:
+        assert any(r["event"] == "earlier-action-running" and r["machine"] == W1 for r in audit(tmp_path)), "the restarted healer waited for it"
 
 
 # 9. A NodeDown arriving a moment before its site's SiteUnreachable was acted on.
