@@ -73,7 +73,7 @@ def running_healer(local: LocalMonitoring, machines: list[Machine], workdir: Pat
         tick=1,
     )
     endpoint = local.plan.layout.healer
-    receiver = Receiver(endpoint.host, endpoint.port, HEALER_TOKEN, healer.on_alerts, metrics)
+    receiver = Receiver(endpoint.host, endpoint.port, HEALER_TOKEN, healer.submit, metrics, health=healer.health)
     healer.start()
     receiver.start()
     try:
