@@ -60,8 +60,8 @@ class SiteRecord(_Model):
     """Gateway instances killed (``lab kill-instance``) and not revived."""
 
     @property
-    def emulated(self) -> bool:
-        """A managed gateway (Azure, GCP) the lab plays."""
+    def swanctl_emulated(self) -> bool:
+        """A managed gateway (Azure, GCP), played by strongSwan and bird."""
         return self.cloud is not None
 
     def lab_site(self) -> LabSite:

@@ -130,7 +130,7 @@ def test_a_killed_worker_is_replaced_and_scraped_again(lab: LabState) -> None:
 
 
 def test_a_partitioned_site_fires_site_unreachable_and_nothing_is_replaced(lab: LabState) -> None:
-    site = next(s.key for s in lab.sites if s.emulated)
+    site = next(s.key for s in lab.sites if s.swanctl_emulated)
     wait_for(lambda: targets_healthy(state()), TIMEOUT, "every target up")
     cut = time.time()
     assert lab_command("partition", site).returncode == 0
