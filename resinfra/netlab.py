@@ -1,12 +1,25 @@
 """Sites in network namespaces on one machine: gateways on a shared underlay, nodes behind
-them, one userspace-ESP charon (and optionally bird2) per gateway. Needs root.
+them, userspace-ESP charons (and bird2 where BGP runs). Needs root.
 
 Layout for a lab named ``rm``::
 
-    rm-wan          holds bridge ``wanbr`` (the "internet"); one veth per gateway
-    rm-<site>       gateway: ``wan`` (public addresses as /32s), ``lan`` (site subnet)
+    rm-wan          holds bridge ``wanbr`` (the "internet"); one veth per site
+    rm-<site>       a strongSwan gateway: ``wan`` (its public addresses as /32s), ``lan`` (site subnet);
+                    or an emulated cloud's network (:class:`CloudNetwork`): ``wan`` without addresses,
+                    ``lan``, and the cloud's route table
+    rm-<site>-<k>   a tunnel or a gateway instance of an emulated cloud (``k`` its key, ``vpn-...``)
     rm-<site>-n<i>  node i of the site (or ``rm-<site>-<name>`` with ``node_names``): ``eth0`` on the
                     site subnet, default via the gateway
+
+The underlay resolves nothing: every namespace on it has a permanent neighbour entry for
+every public address of the others. A cloud's site namespace owns none of its public
+addresses; it forwards each (peer, address) pair to the namespace of the one tunnel that
+answers it, where one charon runs that one tunnel. So a route can name a tunnel, as a
+cloud's route table does: userspace ESP picks a packet's SA by the selectors of the charon's
+own policies (libipsec ``ipsec_policy_mgr.c``: by selector size, newest first among equals),
+never by route, and with one tunnel per charon the route alone decides. A packet a route
+sends into a tunnel whose selectors do not cover it is dropped there (libipsec
+``ipsec_processor.c``: no matching outbound policy), as a cloud drops it.
 
 Every charon runs with its own strongswan.conf (kernel-libipsec before kernel-netlink: there
 is no kernel ESP here), its own vici socket and its own /run (charon's pid file path is
@@ -66,6 +79,17 @@ charon {{
     }}
 }}
 """
+SITE = ""
+"""The key of a cloud's own namespace (``rm-<site>``) among its routers."""
+TUNNEL_TABLE = 100
+"""In a tunnel's namespace, the table for what its router sends it: everything into the tunnel."""
+DEMUX_TABLE_BASE = 1000
+"""In a cloud's namespace, table ``DEMUX_TABLE_BASE + i`` forwards tunnel i's public address to it."""
+
+
+def tunnel_device(index: int) -> str:
+    """The interface toward a cloud's ``index``-th tunnel in the router its inner side hangs off."""
+    return f"t{index}"
 
 
 _CHILD_TS = re.compile(r"^(?P<indent>\s+)local_ts = ", re.MULTILINE)
@@ -112,6 +136,78 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval:
         time.sleep(interval)
 
 
+# -- an emulated cloud's network ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CloudRouter:
+    """A routing namespace of a cloud besides its site namespace: an Azure gateway instance."""
+
+    key: str
+    address: str
+    """Its address (in the site block) on its link to the site namespace."""
+    loopbacks: tuple[str, ...] = ()
+    """Its BGP addresses."""
+
+
+@dataclass(frozen=True)
+class CloudTunnel:
+    """One tunnel of a cloud's gateway: its own namespace and charon, its outer side on the public address."""
+
+    key: str
+    router: str
+    """The router its inner side hangs off (:data:`SITE` or a :class:`CloudRouter` key): where routes name it."""
+    peer: str
+    """The site at its far end."""
+    local_address: str
+    peer_address: str
+    address: str
+    """Its inner address, inside the site block: libipsec installs a policy's route with a source address inside the
+    local selector (``kernel_libipsec_ipsec.c``, ``install_route``), and fails the CHILD_SA without one."""
+    swanctl: str
+    expected: bool = True
+    """Whether the program expects it up. Azure's instances each try every connection; the tunnels nobody answers
+    (an instance towards the other HA VPN interface) are not waited for."""
+
+
+@dataclass(frozen=True)
+class CloudRoute:
+    """A route in a router's table: ``via`` are tunnel or router keys (several: equal-cost)."""
+
+    router: str
+    prefix: str
+    via: tuple[str, ...]
+    metric: int = 0
+
+
+@dataclass(frozen=True)
+class CloudBird:
+    """A BGP speaker (bird2) in one of the cloud's routers."""
+
+    router: str
+    conf: str
+
+
+@dataclass(frozen=True)
+class CloudNetwork:
+    """An emulated cloud site: what replaces a gateway VM's namespace."""
+
+    routers: tuple[CloudRouter, ...]
+    tunnels: tuple[CloudTunnel, ...]
+    routes: tuple[CloudRoute, ...]
+    birds: tuple[CloudBird, ...]
+    loopbacks: tuple[str, ...] = ()
+    """BGP addresses on the site namespace (GCP's Cloud Router)."""
+    multipath_linkdown: bool = False
+    """Equal-cost next hops whose link is down are skipped (Azure's platform stops sending to a failed instance)."""
+
+    def tunnel(self, key: str) -> CloudTunnel:
+        return next(t for t in self.tunnels if t.key == key)
+
+    def tunnels_of(self, router: str) -> tuple[CloudTunnel, ...]:
+        return tuple(t for t in self.tunnels if t.router == router)
+
+
 @dataclass(frozen=True)
 class LabSite:
     """One site of the lab."""
@@ -119,16 +215,14 @@ class LabSite:
     key: str
     """Short name (namespace names are ``<lab>-<key>``)."""
     public_ips: tuple[str, ...]
-    """The gateway's underlay addresses (a managed gateway may have several)."""
+    """The site's underlay addresses (a managed gateway has several)."""
     lan: ipaddress.IPv4Interface
-    """The gateway's address on the site subnet."""
+    """The gateway's (or the cloud network's) address on the site subnet."""
     nodes: tuple[ipaddress.IPv4Interface, ...]
-    loopbacks: tuple[str, ...] = ()
-    """/32s on the gateway's ``lo`` (BGP APIPA addresses): present before charon starts."""
-    bgp_peers: tuple[str, ...] = ()
-    """Peer BGP addresses reached through ``ipsec0``."""
     node_names: tuple[str, ...] = ()
     """Namespace suffix of each node (``worker-1`` gives ``<lab>-<key>-worker-1``); ``n<i>`` when not given."""
+    cloud: CloudNetwork | None = None
+    """An emulated cloud's network; None for a strongSwan gateway (one charon in the site namespace)."""
 
 
 @dataclass
@@ -139,7 +233,10 @@ class Daemon:
 
 @dataclass
 class Lab:
-    """A set of sites in namespaces. Use as a context manager: everything is removed on exit."""
+    """A set of sites in namespaces. Use as a context manager: everything is removed on exit.
+
+    Charons and birds are known by their namespace's key (``<site>`` or ``<site>-<k>``).
+    """
 
     name: str
     workdir: Path
@@ -149,6 +246,8 @@ class Lab:
     namespaces: list[str] = field(default_factory=list)
     detach: bool = False
     """Start charon and bird in their own sessions, so they outlive the process that started them (the lab)."""
+    failed: set[str] = field(default_factory=set)
+    """Keys of cloud routers taken down (:meth:`set_router`): their tunnels are not expected up."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9]{0,5}", self.name):
@@ -160,6 +259,7 @@ class Lab:
         return f"{self.name}-wan"
 
     def gw_ns(self, key: str) -> str:
+        """The namespace of a site (``key`` a site) or of a cloud's tunnel or router (``<site>-<k>``)."""
         return f"{self.name}-{key}"
 
     def node_ns(self, key: str, index: int) -> str:
@@ -171,8 +271,32 @@ class Lab:
         """The underlay bridge's port toward a site's gateway (in the ``wan`` namespace)."""
         return f"p-{key}"[:15]
 
+    @staticmethod
+    def part_key(site: str, part: str) -> str:
+        """The key of a cloud router (``part`` = :data:`SITE`: the site itself) or tunnel."""
+        return f"{site}-{part}" if part else site
+
+    def site_of(self, key: str) -> str:
+        """The site a namespace key belongs to (a site's own key, or one of its cloud's tunnels or routers)."""
+        for site in self.sites.values():
+            parts = () if site.cloud is None else (*site.cloud.routers, *site.cloud.tunnels)
+            if key == site.key or key in {self.part_key(site.key, p.key) for p in parts}:
+                return site.key
+        raise KeyError(key)
+
     def site_dir(self, key: str) -> Path:
         return self.workdir / key
+
+    def charon_keys(self, expected_only: bool = False) -> list[str]:
+        """Every namespace that runs a charon: strongSwan sites and cloud tunnels (only those expected up)."""
+        keys = []
+        for site in self.sites.values():
+            if site.cloud is None:
+                keys.append(site.key)
+            else:
+                failed = {r.key for r in site.cloud.routers if self.part_key(site.key, r.key) in self.failed}
+                keys += [self.part_key(site.key, t.key) for t in site.cloud.tunnels if not expected_only or (t.expected and t.router not in failed)]
+        return keys
 
     # -- building ----------------------------------------------------------------
     def __enter__(self) -> Lab:
@@ -191,39 +315,118 @@ class Lab:
     def ns(self, namespace: str, *command: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return run("ip", "netns", "exec", namespace, *command, check=check, timeout=timeout)
 
+    def _router_ns(self, namespace: str) -> None:
+        """Forwarding on; no reverse-path filter (an answer may come back through another tunnel than its request); ICMP
+        errors not rate-limited, so a trace (:mod:`resinfra.lab.paths`) hears from every hop."""
+        settings = ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.icmp_ratelimit=0")
+        self.ns(namespace, "sysctl", "-qw", *settings)
+
     def build(self, sites: Iterable[LabSite]) -> None:
-        """Create the underlay, every site's gateway and nodes, addresses and routes."""
+        """Create the underlay, every site's gateway (or cloud network) and nodes, addresses and routes."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.sites = {s.key: s for s in sites}
         self._netns(self.wan_ns)
         run("ip", "-n", self.wan_ns, "link", "add", "name", "wanbr", "address", fixed_mac("0.0.0.1"), "type", "bridge")
         run("ip", "-n", self.wan_ns, "link", "set", "dev", "wanbr", "up")
-        all_public = [ip for s in self.sites.values() for ip in s.public_ips]
         ports = [self.wan_port(key) for key in self.sites]
         if len(set(ports)) != len(ports):
             raise LabError(f"site names give clashing interface names (at most 15 characters): {ports}")
+        owner = {ip: site.key for site in self.sites.values() for ip in site.public_ips}
         for site in self.sites.values():
             gw = self.gw_ns(site.key)
             self._netns(gw)
             # Created straight inside the namespaces: nothing appears in the root namespace.
             port = self.wan_port(site.key)
-            run("ip", "link", "add", "name", "wan", "netns", gw, "type", "veth", "peer", "name", port, "netns", self.wan_ns)
+            mac = fixed_mac(site.public_ips[0])
+            run("ip", "link", "add", "name", "wan", "netns", gw, "address", mac, "type", "veth", "peer", "name", port, "netns", self.wan_ns)
             run("ip", "-n", self.wan_ns, "link", "set", "dev", port, "master", "wanbr", "up")
             run("ip", "-n", gw, "link", "set", "dev", "wan", "up")
-            for ip in site.public_ips:
+            own = () if site.cloud is not None else site.public_ips
+            for ip in own:
                 run("ip", "-n", gw, "addr", "add", f"{ip}/32", "dev", "wan")
-            for ip in all_public:
-                if ip not in site.public_ips:
-                    run("ip", "-n", gw, "route", "add", f"{ip}/32", "dev", "wan", "src", site.public_ips[0])
-            for ip in site.loopbacks:
-                run("ip", "-n", gw, "addr", "add", f"{ip}/32", "dev", "lo")
-            self.ns(gw, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            for ip, key in owner.items():
+                if key != site.key:
+                    run("ip", "-n", gw, "route", "add", f"{ip}/32", "dev", "wan", *(("src", own[0]) if own else ()))
+                    run("ip", "-n", gw, "neigh", "replace", ip, "lladdr", fixed_mac(self.sites[key].public_ips[0]), "dev", "wan", "nud", "permanent")
+            self._router_ns(gw)
             run("ip", "-n", gw, "link", "add", "name", "lan", "address", fixed_mac(str(site.lan.ip)), "type", "bridge")
             run("ip", "-n", gw, "addr", "add", str(site.lan), "dev", "lan")
             run("ip", "-n", gw, "link", "set", "dev", "lan", "up")
+            if site.cloud is not None:
+                self._build_cloud(site, site.cloud)
             for index in range(1, len(site.nodes) + 1):
                 self.add_node(site.key, index)
             self.site_dir(site.key).mkdir(parents=True, exist_ok=True)
+
+    def _build_cloud(self, site: LabSite, cloud: CloudNetwork) -> None:
+        """A cloud's routers and tunnels behind its site namespace, the forwarding of its public addresses, its routes."""
+        gw = self.gw_ns(site.key)
+        if cloud.multipath_linkdown:
+            self.ns(gw, "sysctl", "-qw", "net.ipv4.conf.all.ignore_routes_with_linkdown=1", "net.ipv4.conf.default.ignore_routes_with_linkdown=1")
+        for ip in cloud.loopbacks:
+            run("ip", "-n", gw, "addr", "add", f"{ip}/32", "dev", "lo")
+        for index, router in enumerate(cloud.routers):
+            ns = self.gw_ns(self.part_key(site.key, router.key))
+            self._netns(ns)
+            self._router_ns(ns)
+            run("ip", "link", "add", "name", "up", "netns", ns, "type", "veth", "peer", "name", f"g{index}", "netns", gw)
+            run("ip", "-n", ns, "link", "set", "dev", "up", "up")
+            run("ip", "-n", gw, "link", "set", "dev", f"g{index}", "up")
+            run("ip", "-n", ns, "addr", "add", f"{router.address}/32", "dev", "up")
+            for ip in router.loopbacks:
+                run("ip", "-n", ns, "addr", "add", f"{ip}/32", "dev", "lo")
+        pairs = [(t.peer_address, t.local_address) for t in cloud.tunnels]
+        if len(set(pairs)) != len(pairs):
+            raise LabError(f"{site.key}: two tunnels between the same addresses: {pairs}")
+        for index, tunnel in enumerate(cloud.tunnels):
+            ns = self.gw_ns(self.part_key(site.key, tunnel.key))
+            router_ns = self.gw_ns(self.part_key(site.key, tunnel.router))
+            self._netns(ns)
+            self._router_ns(ns)
+            # Outer side: the public address, reached from the peer through the site namespace.
+            run("ip", "link", "add", "name", "wan", "netns", ns, "type", "veth", "peer", "name", f"o{index}", "netns", gw)
+            # Inner side: toward the router whose routes name the tunnel.
+            run("ip", "link", "add", "name", "in", "netns", ns, "type", "veth", "peer", "name", tunnel_device(index), "netns", router_ns)
+            for namespace, dev in ((ns, "wan"), (ns, "in"), (gw, f"o{index}"), (router_ns, tunnel_device(index))):
+                run("ip", "-n", namespace, "link", "set", "dev", dev, "up")
+            run("ip", "-n", ns, "addr", "add", f"{tunnel.local_address}/32", "dev", "wan")
+            run("ip", "-n", ns, "addr", "add", f"{tunnel.address}/32", "dev", "in")
+            # The tunnel's namespace resolves its peer through the site namespace's proxy. What it sends into the tunnel
+            # itself (an ICMP error for the far side) leaves toward its router and comes back: accept its own source.
+            self.ns(gw, "sysctl", "-qw", f"net.ipv4.conf.o{index}.proxy_arp=1")
+            self.ns(ns, "sysctl", "-qw", "net.ipv4.conf.in.accept_local=1")
+            # What the router sends is for the tunnel (table TUNNEL_TABLE gets ipsec0 once charon made it); everything
+            # else the namespace handles (IKE, decrypted packets) follows its main table, never charon's table 220.
+            run("ip", "-n", ns, "rule", "add", "pref", "100", "iif", "in", "lookup", str(TUNNEL_TABLE))
+            run("ip", "-n", ns, "rule", "add", "pref", "110", "lookup", "main")
+            table = str(DEMUX_TABLE_BASE + index)
+            run("ip", "-n", gw, "rule", "add", "pref", table, "from", tunnel.peer_address, "to", tunnel.local_address, "iif", "wan", "lookup", table)
+        self._route_cloud(site, cloud)
+
+    def _route_cloud(self, site: LabSite, cloud: CloudNetwork) -> None:
+        """Every route of a cloud's namespaces, installed or put back (a link taken down took its routes with it)."""
+        gw = self.gw_ns(site.key)
+        address = {SITE: str(site.lan.ip)}
+        device: dict[str, dict[str, str]] = {SITE: {}}  # per router: its device toward each neighbour's key
+        for index, router in enumerate(cloud.routers):
+            run("ip", "-n", gw, "route", "replace", f"{router.address}/32", "dev", f"g{index}")
+            address[router.key] = router.address
+            device[SITE][router.key] = f"g{index}"
+            device[router.key] = {SITE: "up"}
+        for index, tunnel in enumerate(cloud.tunnels):
+            ns = self.gw_ns(self.part_key(site.key, tunnel.key))
+            run("ip", "-n", ns, "route", "replace", f"{tunnel.peer_address}/32", "dev", "wan")
+            run("ip", "-n", ns, "route", "replace", "default", "via", address[tunnel.router], "dev", "in", "onlink")
+            run("ip", "-n", self.gw_ns(self.part_key(site.key, tunnel.router)), "route", "replace", f"{tunnel.address}/32", "dev", tunnel_device(index))
+            run("ip", "-n", gw, "route", "replace", f"{tunnel.local_address}/32", "dev", f"o{index}", "table", str(DEMUX_TABLE_BASE + index))
+            address[tunnel.key] = tunnel.address
+            device.setdefault(tunnel.router, {})[tunnel.key] = tunnel_device(index)
+        for route in cloud.routes:
+            hops = [("nexthop", "via", address[v], "dev", device[route.router][v], "onlink") for v in route.via]
+            spec = hops[0][1:] if len(hops) == 1 else tuple(word for hop in hops for word in hop)
+            ns = self.gw_ns(self.part_key(site.key, route.router))
+            # What the router itself sends (an ICMP error) leaves from its own address, inside the tunnels' selectors.
+            run("ip", "-n", ns, "route", "replace", route.prefix, "metric", str(route.metric), "src", address[route.router], *spec)
 
     def add_node(self, key: str, index: int) -> str:
         """Create node ``index`` of site ``key``: its namespace, a veth into the gateway's LAN bridge, its address and
@@ -255,20 +458,35 @@ class Lab:
         carrier (its addresses and routes stay, as on a VM whose upstream link failed)."""
         run("ip", "-n", self.wan_ns, "link", "set", "dev", self.wan_port(key), "up" if up else "down")
 
+    # -- a cloud's gateway instance ------------------------------------------------
+    def set_router(self, site: str, router: str, up: bool) -> None:
+        """Take a cloud router (an Azure gateway instance) off its links, or put it back: its link to the site
+        namespace and its tunnels' outer sides. Its daemons are the caller's (:meth:`kill_router`, :meth:`start_cloud`)."""
+        cloud = self.sites[site].cloud
+        assert cloud is not None
+        state = "up" if up else "down"
+        (self.failed.discard if up else self.failed.add)(self.part_key(site, router))
+        run("ip", "-n", self.gw_ns(self.part_key(site, router)), "link", "set", "dev", "up", state)
+        for tunnel in cloud.tunnels_of(router):
+            run("ip", "-n", self.gw_ns(self.part_key(site, tunnel.key)), "link", "set", "dev", "wan", state)
+        if up:
+            self._route_cloud(self.sites[site], cloud)
+
     # -- charon ------------------------------------------------------------------
     def vici(self, key: str) -> str:
         return f"unix://{self.site_dir(key) / 'charon.vici'}"
 
     def swanctl(self, key: str, command: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run ``swanctl COMMAND`` against the gateway's charon."""
+        """Run ``swanctl COMMAND`` against the charon of namespace ``key``."""
         return run("swanctl", command, "--uri", self.vici(key), *args, check=check)
 
     def start_charon(self, key: str, swanctl_conf: str) -> None:
-        """Start the gateway's charon and load ``swanctl_conf`` into it."""
+        """Start the charon of namespace ``key`` (a strongSwan site or a cloud tunnel) and load ``swanctl_conf``."""
         site_dir = self.site_dir(key)
         rundir = site_dir / "run"
-        rundir.mkdir(exist_ok=True)
-        (site_dir / "charon.pid").unlink(missing_ok=True)
+        rundir.mkdir(parents=True, exist_ok=True)
+        # A killed charon's pid file stays; its process may linger as a zombie, which charon's check takes for alive.
+        (rundir / "charon.pid").unlink(missing_ok=True)
         conf = site_dir / "strongswan.conf"
         log = site_dir / "charon.log"
         conf.write_text(STRONGSWAN_CONF.format(plugins=CHARON_PLUGINS, vici=site_dir / "charon.vici", log=log))
@@ -289,14 +507,35 @@ class Lab:
         wait_for(lambda: (site_dir / "charon.vici").exists() or process.poll() is not None, 10, f"charon of {key}")
         if process.poll() is not None:
             raise LabError(f"charon of {key} exited {process.returncode}; see {log}")
-        for peer in self.sites[key].bgp_peers:
-            # The tunnel's route lands in table 220; bird's multihop session needs one in the
-            # main table, on the ipsec0 device this charon just created.
-            self.ns(self.gw_ns(key), "ip", "route", "replace", f"{peer}/32", "dev", "ipsec0")
+        if key not in self.sites:
+            # A cloud tunnel: what its router sends goes into the tunnel device charon just created.
+            run("ip", "-n", self.gw_ns(key), "route", "replace", "default", "dev", "ipsec0", "table", str(TUNNEL_TABLE))
         self.load(key)
+
+    def start_cloud(self, site: str, router: str | None = None) -> None:
+        """Start a cloud's tunnels' charons, then its BGP speakers (only ``router``'s with a router key)."""
+        cloud = self.sites[site].cloud
+        assert cloud is not None
+        for tunnel in cloud.tunnels:
+            if router is None or tunnel.router == router:
+                self.start_charon(self.part_key(site, tunnel.key), tunnel.swanctl)
+        for bird in cloud.birds:
+            if router is None or bird.router == router:
+                self.start_bird(self.part_key(site, bird.router), bird.conf)
+
+    def kill_router(self, site: str, router: str) -> None:
+        """End a cloud router's daemons abruptly (SIGKILL: its tunnels' charons and its bird), as a failed instance."""
+        cloud = self.sites[site].cloud
+        assert cloud is not None
+        for tunnel in cloud.tunnels_of(router):
+            self.kill_charon(self.part_key(site, tunnel.key))
+        daemon = self.birds.pop(self.part_key(site, router), None)
+        if daemon is not None:
+            _kill(daemon)
 
     def write_swanctl(self, key: str, swanctl_conf: str) -> Path:
         path = self.site_dir(key) / "swanctl.conf"
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(pin_reqids(swanctl_conf))
         path.chmod(0o600)
         return path
@@ -308,11 +547,8 @@ class Lab:
     def kill_charon(self, key: str) -> None:
         """End the gateway's charon abruptly (SIGKILL), as a crash would."""
         daemon = self.charons.pop(key, None)
-        if daemon is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(daemon.process.pid, signal.SIGKILL)
-        daemon.process.wait(timeout=10)
+        if daemon is not None:
+            _kill(daemon)
 
     def loaded(self, key: str) -> dict[str, int]:
         """Loaded connections and their number of children."""
@@ -324,28 +560,43 @@ class Lab:
                 conns[match.group(1)] = len(re.findall(r"mode=TUNNEL", line))
         return conns
 
+    def child_sas(self, key: str) -> list[dict[str, str]]:
+        """Installed CHILD_SAs of established IKE_SAs: connection, child name, byte and packet counters."""
+        result = self.swanctl(key, "--list-sas", "--raw", check=False)
+        children = []
+        for line in result.stdout.splitlines():
+            match = re.match(r"list-sa event \{(\S+) \{", line)
+            head, _, tail = line.partition("child-sas")
+            if not match or "state=ESTABLISHED" not in head:
+                continue
+            for body in re.findall(r"\S+?-\d+ \{([^{}]*)\}", tail):
+                fields = dict(re.findall(r"(\S+?)=(\S*)", body))
+                if fields.get("state") == "INSTALLED":
+                    children.append({"connection": match.group(1), **fields})
+        return children
+
     def all_children_up(self, key: str) -> set[str]:
         """Connections whose every configured child is installed (duplicates from
         simultaneous initiation count once)."""
         expected = self.loaded(key)
-        result = self.swanctl(key, "--list-sas", "--raw", check=False)
         installed: dict[str, set[str]] = {}
-        for line in result.stdout.splitlines():
-            match = re.match(r"list-sa event \{(\S+) \{", line)
-            if not match or "state=ESTABLISHED" not in line.split("child-sas", 1)[0]:
-                continue
-            for child, state in re.findall(r"(\S+?)-\d+ \{[^{}]*?state=(\w+)", line.split("child-sas", 1)[-1]):
-                if state == "INSTALLED":
-                    installed.setdefault(match.group(1), set()).add(child)
+        for child in self.child_sas(key):
+            installed.setdefault(child["connection"], set()).add(child["name"])
         return {name for name, count in expected.items() if len(installed.get(name, set())) >= count}
+
+    def tunnels_up(self) -> bool:
+        """Every charon's every connection installed (a cloud's unanswered tunnels aside)."""
+        return all(set(self.loaded(key)) <= self.all_children_up(key) for key in self.charon_keys(expected_only=True))
 
     # -- bird --------------------------------------------------------------------
     def start_bird(self, key: str, bird_conf: str) -> None:
         site_dir = self.site_dir(key)
+        site_dir.mkdir(parents=True, exist_ok=True)
         conf = site_dir / "bird.conf"
         conf.write_text(bird_conf)
         run("bird", "-p", "-c", str(conf))
         sock = site_dir / "bird.ctl"
+        sock.unlink(missing_ok=True)
         log = site_dir / "bird.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -384,6 +635,12 @@ class Lab:
         for name in reversed(self.namespaces):
             run("ip", "netns", "del", name, check=False)
         self.namespaces.clear()
+
+
+def _kill(daemon: Daemon) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(daemon.process.pid, signal.SIGKILL)
+    daemon.process.wait(timeout=10)
 
 
 def _stop(daemon: Daemon) -> None:

@@ -18,17 +18,27 @@ healer listen on the resinfra VM) are the production ones. What differs:
    offline run only has placeholders).
 6. **Replacement**: the healer's action re-creates the machine's namespace instead of running
    ``pulumi up --replace`` (:data:`REPLACE_SECONDS` stands in for the provider's VM creation).
+7. **Placeholder public addresses**: a stack's public addresses in a reserved or documentation
+   range (the committed stacks' Proxmox ``publicRange``, 203.0.113.0/24) are what a user replaces
+   with real ones, and what GCP refuses as a VPN peer; the lab replaces them with addresses of its
+   own underlay (:func:`with_lab_addresses`) before the program runs.
+8. **IKE and BGP retries**: every charon retransmits after 1 s, 1.4 s, ... four times
+   (``resinfra.netlab.STRONGSWAN_CONF``; strongSwan's defaults: 4 s, five times, growing 1.8 times,
+   about 165 s before a peer is declared dead), and every BGP speaker reconnects every 2 s (bird's
+   default: 120 s). The clouds' own retry timers are not documented.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from resinfra.config import HealerConfig
+from resinfra.lab.clouds.gcp import refused_peer
 from resinfra.monitoring_local import LOCAL_TIMINGS
 from resinfra.render.healer import HealerLayout
 from resinfra.render.monitoring import ToolingLayout
@@ -100,3 +110,33 @@ def with_workers(values: Mapping[str, Any], workers: int | None) -> dict[str, An
             if isinstance(site, dict):
                 site["workers"] = workers
     return out
+
+
+LAB_PUBLIC_RANGE = ipaddress.IPv4Network("100.127.0.0/16")
+"""Where the lab puts public addresses that stand in for a stack's placeholders: shared address space (RFC 6598), like
+the offline run's own public addresses, and a range GCP takes as a VPN peer."""
+
+
+def with_lab_addresses(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The stack config with every Proxmox ``publicRange`` GCP would refuse (a reserved or documentation range, as in the
+    committed stacks) moved into :data:`LAB_PUBLIC_RANGE` (the site number's block of the same size, the gateway at the
+    same offset), and a line per change for the user.
+
+    Example: site 4's ``203.0.113.16/28`` with gateway ``.17`` becomes ``100.127.0.64/28`` with ``100.127.0.65``.
+    """
+    out = copy.deepcopy(dict(values))
+    notes = []
+    for site in out.get("resinfra:sites") or []:
+        if not isinstance(site, dict) or site.get("provider") != "proxmox" or "publicRange" not in site:
+            continue
+        old = ipaddress.IPv4Network(site["publicRange"], strict=False)
+        reserved = refused_peer(str(old.network_address))
+        if reserved is None:
+            continue
+        new = list(LAB_PUBLIC_RANGE.subnets(new_prefix=old.prefixlen))[int(site.get("number", 0))]
+        site["publicRange"] = str(new)
+        if "publicGateway" in site:
+            offset = int(ipaddress.IPv4Address(site["publicGateway"])) - int(old.network_address)
+            site["publicGateway"] = str(new.network_address + offset)
+        notes.append(f"{site.get('name')}: publicRange {old} is in {reserved}, which GCP refuses as a VPN peer; the lab uses {new}")
+    return out, notes

@@ -1,4 +1,4 @@
-"""``resinfra lab``: up, status, kill, partition, heal, restart-healer, replace, down."""
+"""``resinfra lab``: up, status, kill, partition, heal, kill-instance, revive-instance, restart-healer, replace, down."""
 
 from __future__ import annotations
 
@@ -59,6 +59,15 @@ def add_commands(lab: argparse.ArgumentParser, stack_args: Callable[[argparse.Ar
         sub.add_argument("site", help="a site name of the stack")
         sub.set_defaults(lab_func=cmd_partition if verb == "partition" else cmd_heal)
 
+    for verb, helptext in (
+        ("kill-instance", "kill a cloud's gateway instance (Azure active-active: instance 0 or 1): its tunnels and BGP go"),
+        ("revive-instance", "bring a killed gateway instance back"),
+    ):
+        sub = commands.add_parser(verb, parents=[named], help=helptext)
+        sub.add_argument("site", help="the cloud's site name, e.g. azure")
+        sub.add_argument("instance", type=int, help="the instance's index (0 or 1)")
+        sub.set_defaults(lab_func=cmd_kill_instance if verb == "kill-instance" else cmd_revive_instance)
+
     restart = commands.add_parser("restart-healer", parents=[named], help="restart the healer (SIGTERM: a running repair finishes first)")
     restart.add_argument("--crash", action="store_true", help="kill it (SIGKILL) with the repair it is running, as a crash would")
     restart.set_defaults(lab_func=cmd_restart_healer)
@@ -114,6 +123,22 @@ def cmd_heal(args: argparse.Namespace) -> int:
 
     set_partition(args.name, args.site, False)
     print(f"site {args.site}'s uplink is restored")
+    return 0
+
+
+def cmd_kill_instance(args: argparse.Namespace) -> int:
+    from resinfra.lab.cluster import set_instance
+
+    key = set_instance(args.name, args.site, args.instance, alive_=False)
+    print(f"{args.site}'s gateway instance {args.instance} ({key}) is dead: its tunnels and BGP sessions are gone (lab revive-instance restores it)")
+    return 0
+
+
+def cmd_revive_instance(args: argparse.Namespace) -> int:
+    from resinfra.lab.cluster import set_instance
+
+    key = set_instance(args.name, args.site, args.instance, alive_=True)
+    print(f"{args.site}'s gateway instance {args.instance} ({key}) is back: its tunnels and BGP sessions are starting")
     return 0
 
 

@@ -241,7 +241,10 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
     with progress.step("running the program offline (the path of resinfra plan and render)"):
         stack, path = cli.stack_file(stack_name, config_file)
         values, secret_keys = cli.read_stack_config(path)
-        run_ = run_offline(changes.with_workers(values, workers), stack_name=stack, secret_keys=secret_keys)
+        values, replaced = changes.with_lab_addresses(changes.with_workers(values, workers))
+        for note in replaced:
+            out(f"    {note}")
+        run_ = run_offline(values, stack_name=stack, secret_keys=secret_keys)
         plan = lab_plan(run_, name, root)
         out(
             f"    stack {stack} ({path}): {len(plan.gateways)} sites, {len(plan.machines)} machines, {plan.tunnels} tunnels"
@@ -251,7 +254,10 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
     lab = state.netlab()
     with progress.step(f"creating {len(state.namespaces)} network namespaces ({name}-*): the internet bridge, a gateway per site, a namespace per machine"):
         lab.build(g.lab_site for g in plan.gateways)
-    with progress.step("starting the gateways: the rendered swanctl.conf on strongSwan VMs, Azure and GCP emulated from their descriptions"):
+    with progress.step(
+        "starting the gateways: the rendered swanctl.conf on strongSwan VMs; Azure and GCP played from the settings handed to "
+        "them (a charon per tunnel, their route tables, BGP)"
+    ):
         lab.workdir.mkdir(parents=True, exist_ok=True)
         start_gateways_recorded(lab, plan, root)
     logs = root / "logs"
@@ -307,7 +313,6 @@ def _record_plan(plan: LabPlan, stack: str, path: Path, workers: int | None) -> 
         root = plan.machine_root(m.name)
         write_atomic(root / "user-data.yaml", m.user_data)
         machines[m.name] = MachineRecord(**m.model_dump(exclude={"user_data"}), root=str(root), created=now)
-    strongswan_vms = {m.site for m in plan.machines if m.role is Role.GATEWAY}
     state = LabState(
         name=plan.name,
         root=str(plan.root),
@@ -317,7 +322,7 @@ def _record_plan(plan: LabPlan, stack: str, path: Path, workers: int | None) -> 
         config_file=str(path),
         workers=workers,
         namespaces=plan.namespaces(),
-        sites=[SiteRecord.of(g.lab_site, g.site not in strongswan_vms) for g in plan.gateways],
+        sites=[SiteRecord.of(g.lab_site) for g in plan.gateways],
         machines=machines,
         tunnels=plan.tunnels,
         expected_targets=len(plan.monitoring.nodes) + len(plan.monitoring.probe_pairs()),
@@ -332,17 +337,22 @@ def _record_plan(plan: LabPlan, stack: str, path: Path, workers: int | None) -> 
 
 
 def start_gateways_recorded(lab: Lab, plan: LabPlan, root: Path) -> None:
-    """Every gateway's charon, then bird where BGP runs; their PIDs recorded."""
-    from resinfra.mesh.emulate import start_gateways
+    """Every gateway's charon (a cloud's: one per tunnel), then bird where BGP runs; their PIDs recorded."""
+    from resinfra.lab.gateways import start_gateways
 
     try:
         start_gateways(lab, plan.gateways)
     finally:
-        with changing(root) as state:
-            for kind, daemons in (("charon", lab.charons), ("bird", lab.birds)):
-                for site, daemon in daemons.items():
-                    if daemon.process.poll() is None:
-                        state.processes[f"{site}/{kind}"] = record_of(daemon.process.pid, [kind], lab.gw_ns(site), daemon.log)
+        record_daemons(lab, root)
+
+
+def record_daemons(lab: Lab, root: Path) -> None:
+    """Record the charons and birds ``lab`` started (by namespace key) in the state."""
+    with changing(root) as state:
+        for kind, daemons in (("charon", lab.charons), ("bird", lab.birds)):
+            for key, daemon in daemons.items():
+                if daemon.process.poll() is None:
+                    state.processes[f"{key}/{kind}"] = record_of(daemon.process.pid, [kind], lab.gw_ns(key), daemon.log)
 
 
 def start_tooling(plan: LabPlan, root: Path) -> None:
@@ -430,20 +440,26 @@ def keep_logs(root: Path) -> Path:
 
 
 def tunnels_up(lab: Lab) -> bool:
-    return all(set(lab.loaded(site)) <= lab.all_children_up(site) for site in lab.sites)
+    return lab.tunnels_up()
 
 
 def tunnel_report(lab: Lab) -> dict[str, dict[str, bool]]:
-    """Per gateway, each of its connections and whether every child SA of it is installed."""
+    """Per charon (a strongSwan gateway, a cloud's tunnel), each of its connections and whether every child SA of it is
+    installed. A cloud's tunnels the program does not expect up (Azure's instances try every connection) are left out."""
     report = {}
-    for site in lab.sites:
+    for key in lab.charon_keys(expected_only=True):
         try:
-            loaded, established = lab.loaded(site), lab.all_children_up(site)
+            loaded, established = lab.loaded(key), lab.all_children_up(key)
         except LabError:
-            report[site] = {}
+            report[key] = {}
             continue
-        report[site] = {conn: conn in established for conn in sorted(loaded)}
+        report[key] = {conn: conn in established for conn in sorted(loaded)}
     return report
+
+
+def tunnel_sites(lab: Lab) -> dict[str, str]:
+    """The site of each charon's namespace key (as :func:`tunnel_report` keys them)."""
+    return {key: lab.site_of(key) for key in lab.charon_keys()}
 
 
 def targets_healthy(state: LabState) -> bool:
@@ -504,7 +520,9 @@ def status_report(name: str, events: int = 10) -> dict[str, Any]:
         "upSeconds": round(time.time() - state.created, 1),
         "ui": ui_urls(state),
         "partitioned": state.partitioned,
+        "failedInstances": {s.key: s.failed_routers for s in state.sites if s.failed_routers},
         "tunnels": tunnel_report(lab),
+        "tunnelSites": tunnel_sites(lab),
         "expectedTunnels": state.tunnels,
         "processes": {key: alive(p) for key, p in state.processes.items()},
         "deadMachines": sorted(m.name for m in state.machines.values() if m.dead),
@@ -567,16 +585,18 @@ def format_status(report: dict[str, Any]) -> str:
     ends = 2 * report["expectedTunnels"]
     established = sum(sum(conns.values()) for conns in report["tunnels"].values())
     lines.append(f"Tunnels: {report['expectedTunnels']} tunnels, {established}/{ends} ends established")
-    for site, conns in report["tunnels"].items():
-        mark = "  PARTITIONED (uplink cut)" if site in report["partitioned"] else ""
+    for key, conns in report["tunnels"].items():
+        mark = "  PARTITIONED (uplink cut)" if report["tunnelSites"].get(key) in report["partitioned"] else ""
         lines.append(
-            f"  {site:10s} "
+            f"  {key:24s} "
             + (
                 "  ".join(f"{c} {'up' if ok else 'DOWN'}" for c, ok in conns.items())
                 or ("no links: a stack of one site" if report["expectedTunnels"] == 0 else "charon not answering")
             )
             + mark
         )
+    for site, instances in report.get("failedInstances", {}).items():
+        lines.append(f"  {site}: gateway instance(s) {', '.join(instances)} killed (lab revive-instance restores)")
     targets = report["targets"]
     up_count = sum(1 for t in targets if t["health"] == "up")
     lines += ["", f"Scrape targets: {up_count}/{len(targets)} up"]
@@ -670,9 +690,36 @@ def _restart_gateway(state: LabState, lab: Lab, machine: MachineRecord) -> None:
     lab.ns(machine.namespace, "ip", "link", "set", "dev", "lan", "up")
     lab.start_charon(machine.site, (site_dir / "swanctl.conf").read_text())
     state.processes[f"{machine.site}/charon"] = record_of(lab.charons[machine.site].process.pid, ["charon"], machine.namespace, lab.charons[machine.site].log)
-    if (site_dir / "bird.conf").exists():
-        lab.start_bird(machine.site, (site_dir / "bird.conf").read_text())
-        state.processes[f"{machine.site}/bird"] = record_of(lab.birds[machine.site].process.pid, ["bird"], machine.namespace, lab.birds[machine.site].log)
+
+
+def set_instance(name: str, site: str, instance: int, alive_: bool) -> str:
+    """Kill (``alive_`` false) or revive a cloud's gateway instance: its tunnels' charons and its BGP speaker get SIGKILL
+    and its links go down, as a failed Azure instance; revived, they come back as it restarts. Returns its key."""
+    require_root("kill-instance" if not alive_ else "revive-instance")
+    from resinfra.lab.clouds.azure import instance_key
+
+    key = instance_key(instance)
+    root = root_of(name)
+    with changing(root) as state:
+        record = state.site(site)
+        if record.cloud is None or key not in {r.key for r in record.cloud.routers}:
+            routers = [r.key for r in record.cloud.routers] if record.cloud is not None else []
+            raise LabUsageError(f"site {site} has no gateway instance {instance} (instances: {', '.join(routers) or 'none'})")
+        lab = state.netlab()
+        parts = [Lab.part_key(site, key), *(Lab.part_key(site, t.key) for t in record.cloud.tunnels_of(key))]
+        # Its links go first: a killed process's sockets close, and nothing of a dead instance (a BGP session's FIN)
+        # may reach its peers.
+        lab.set_router(site, key, alive_)
+        for part in parts:
+            for kind in ("charon", "bird"):
+                process = state.processes.pop(f"{part}/{kind}", None)
+                if process is not None:
+                    stop(process, grace=0, sig=signal.SIGKILL)
+        record.failed_routers = sorted(set(record.failed_routers) - {key} | (set() if alive_ else {key}))
+    if alive_:
+        lab.start_cloud(site, key)
+        record_daemons(lab, root)
+    return key
 
 
 def set_partition(name: str, site: str, partitioned: bool) -> None:

@@ -19,9 +19,10 @@ from resinfra.addressing import Role
 from resinfra.healer.alerts import format_time
 from resinfra.healer.settings import HealerSettings
 from resinfra.lab import changes
+from resinfra.lab.gateways import MeshGateway, run_gateways
 from resinfra.lab.state import MachinePlace
-from resinfra.mesh.emulate import MeshGateway, run_gateways
 from resinfra.naming import stem
+from resinfra.netlab import Lab
 from resinfra.offline import OfflineRun
 from resinfra.render.healer import HealerLayout, settle_seconds
 from resinfra.render.monitoring import MonitoringPlan
@@ -83,6 +84,10 @@ class LabPlan:
         names = [self.wan_namespace]
         for gateway in self.gateways:
             names.append(f"{self.name}-{gateway.site}")
+            cloud = gateway.lab_site.cloud
+            if cloud is not None:
+                parts = [r.key for r in cloud.routers] + [t.key for t in cloud.tunnels]
+                names += [f"{self.name}-{Lab.part_key(gateway.site, part)}" for part in parts]
             names += [m.namespace for m in self.machines if m.site == gateway.site and m.own_namespace]
         return names
 
@@ -99,8 +104,9 @@ def lab_plan(run: OfflineRun, name: str, root: Path) -> LabPlan:
     + name: the lab's name, prefix of every namespace it creates
     + root: the lab's state directory
 
-    Per site one gateway namespace (the strongSwan gateway VM's, or the managed gateway's
-    emulation); every worker and the resinfra VM get their own namespace behind it.
+    Per site one gateway namespace (the strongSwan gateway VM's, or the cloud's network, with
+    a namespace per gateway instance and per tunnel behind it); every worker and the resinfra
+    VM get their own namespace behind it.
     """
     prefix = run.config.prefix
     user_data = {f.machine: f.content for f in run.files if f.purpose == "cloud-init"}

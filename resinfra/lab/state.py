@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from resinfra.addressing import Role
-from resinfra.netlab import Lab, LabSite
+from resinfra.netlab import CloudNetwork, Lab, LabSite
 
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
@@ -53,11 +53,16 @@ class SiteRecord(_Model):
     public_ips: list[str]
     lan: str
     nodes: list[str]
-    loopbacks: list[str]
-    bgp_peers: list[str]
     node_names: list[str]
-    swanctl_emulated: bool
-    """True for a managed gateway (Azure, GCP) played by strongSwan from its description."""
+    cloud: CloudNetwork | None = None
+    """An emulated cloud's network (Azure, GCP): its tunnels' swanctl.conf, routes and BGP speakers."""
+    failed_routers: list[str] = []
+    """Gateway instances killed (``lab kill-instance``) and not revived."""
+
+    @property
+    def swanctl_emulated(self) -> bool:
+        """A managed gateway (Azure, GCP), played by strongSwan and bird."""
+        return self.cloud is not None
 
     def lab_site(self) -> LabSite:
         return LabSite(
@@ -65,22 +70,19 @@ class SiteRecord(_Model):
             public_ips=tuple(self.public_ips),
             lan=ipaddress.IPv4Interface(self.lan),
             nodes=tuple(ipaddress.IPv4Interface(n) for n in self.nodes),
-            loopbacks=tuple(self.loopbacks),
-            bgp_peers=tuple(self.bgp_peers),
             node_names=tuple(self.node_names),
+            cloud=self.cloud,
         )
 
     @staticmethod
-    def of(site: LabSite, emulated: bool) -> SiteRecord:
+    def of(site: LabSite) -> SiteRecord:
         return SiteRecord(
             key=site.key,
             public_ips=list(site.public_ips),
             lan=str(site.lan),
             nodes=[str(n) for n in site.nodes],
-            loopbacks=list(site.loopbacks),
-            bgp_peers=list(site.bgp_peers),
             node_names=list(site.node_names),
-            swanctl_emulated=emulated,
+            cloud=site.cloud,
         )
 
 
@@ -126,7 +128,8 @@ class LabState(_Model):
     namespaces: list[str]
     """Every namespace the lab creates (recorded before it is created): ``down`` removes these and nothing else."""
     processes: dict[str, ProcessRecord] = {}
-    """By key: ``<machine>/<unit>`` for a machine's services, ``<site>/charon``, ``<site>/bird``, ``healer``, ``forward``."""
+    """By key: ``<machine>/<unit>`` for a machine's services, ``<namespace key>/charon`` and ``/bird`` (a site, or a cloud's
+    ``<site>-<tunnel or instance>``), ``healer``, ``forward``."""
     sites: list[SiteRecord] = []
     machines: dict[str, MachineRecord] = {}
     ui: dict[str, int] = {}
@@ -149,7 +152,8 @@ class LabState(_Model):
 
     def netlab(self) -> Lab:
         """The namespaces and gateways as :class:`resinfra.netlab.Lab` sees them (for swanctl, pings, nodes, uplinks)."""
-        return Lab(self.name, self.net_dir, sites={s.key: s.lab_site() for s in self.sites}, detach=True)
+        failed = {Lab.part_key(s.key, r) for s in self.sites for r in s.failed_routers}
+        return Lab(self.name, self.net_dir, sites={s.key: s.lab_site() for s in self.sites}, detach=True, failed=failed)
 
     def machine(self, name: str) -> MachineRecord:
         if name not in self.machines:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,7 +23,6 @@ from resinfra.addressing import Role
 from resinfra.healer.observe import audit_alert
 from resinfra.lab.cluster import (
     audit_events,
-    missing_tools,
     ping,
     prometheus_query,
     root_of,
@@ -36,7 +34,7 @@ from resinfra.lab.cluster import (
 )
 from resinfra.lab.state import LabState, alive, existing_namespaces, load
 from resinfra.netlab import wait_for
-from tests.conftest import ROOT, require_root
+from tests.lab import running
 
 # Overridable so that two checkouts on one machine can run the lab tests at once.
 NAME = os.environ.get("RESINFRA_TEST_LAB_NAME", "rlt")
@@ -46,26 +44,13 @@ TIMEOUT = 60.0
 
 
 def lab_command(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``resinfra lab ARGS --name NAME`` as a separate process, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "resinfra.cli", "lab", *args, "--name", NAME], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    return running.lab_command(NAME, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[LabState]:
-    require_root()
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"the lab needs {', '.join(missing)} (see .ci/run)")
-    lab_command("down")
-    up = lab_command("up", "--workers", "1")
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        assert f"lab {NAME} is up in" in up.stdout and up.stdout.count("done in") >= 8, up.stdout
-        yield load(root_of(NAME))
-    finally:
-        lab_command("down")
+    for state_, _ in running.lab_up(NAME, "--workers", "1"):
+        yield state_
 
 
 def state() -> LabState:
@@ -92,7 +77,7 @@ def repairs_started(lab: LabState, since: float) -> list[str]:
 
 def test_up_establishes_every_tunnel_and_scrapes_every_target(lab: LabState) -> None:
     netlab = lab.netlab()
-    assert sum(len(netlab.loaded(site)) for site in netlab.sites) == 2 * lab.tunnels == 12
+    assert sum(len(netlab.loaded(key)) for key in netlab.charon_keys(expected_only=True)) == 2 * lab.tunnels == 12
     wait_for(lambda: tunnels_up(netlab), TIMEOUT, "every tunnel established")
     for source in workers(lab):
         for target in workers(lab):
@@ -110,6 +95,11 @@ def test_up_establishes_every_tunnel_and_scrapes_every_target(lab: LabState) -> 
         assert response.status == 200
     status = lab_command("status")
     assert status.returncode == 0 and "12/12 ends established" in status.stdout, status.stdout + status.stderr
+
+
+def test_the_path_between_two_sites_is_their_own_tunnel(lab: LabState) -> None:
+    """A trace between two sites' workers crosses only their own namespaces; a burst shows on their tunnel's SAs."""
+    running.assert_own_tunnels(lab, TIMEOUT)
 
 
 def test_a_killed_worker_is_replaced_and_scraped_again(lab: LabState) -> None:
@@ -148,8 +138,9 @@ def test_a_partitioned_site_fires_site_unreachable_and_nothing_is_replaced(lab: 
     refused = wait_for_event(lab, lambda e: e["event"] == "decision" and e["site"] == site and e["reason"] == "site-partitioned", cut, TIMEOUT)
     assert refused["kind"] == "refuse"
     # Long enough for dead-peer detection on the other gateways to tear the site's tunnels down: heal must re-establish them.
+    netlab = state().netlab()
     wait_for(
-        lambda: not any(conns.get(c) for s, conns in tunnel_report(state().netlab()).items() if s != site for c in conns if site in c),
+        lambda: not any(conns.get(c) for k, conns in tunnel_report(netlab).items() if netlab.site_of(k) != site for c in conns if site in c),
         TIMEOUT,
         "the site's tunnels torn down",
     )

@@ -14,20 +14,27 @@ from resinfra.healer.inventory import parse_inventory
 from resinfra.lab import changes
 from resinfra.lab.boot import BootError, boot_plan
 from resinfra.lab.cli import main as lab_main
+from resinfra.lab.clouds import CloudRefusal
 from resinfra.lab.forward import parse_spec
 from resinfra.lab.plan import LabPlan, inventory_document, lab_plan
 from resinfra.netlab import Lab, fixed_mac, pin_reqids
 from resinfra.offline import OfflineRun, run_offline
 from resinfra.render.cloud_init import NODE_EXPORTER_PORT
 from resinfra.render.monitoring import BLACKBOX_PORT, PROBER_WORKER_INDEX
-from tests.conftest import STACK_SHAPES, dev_config
+from tests.conftest import STACK_SHAPES, dev_config, shape
 
 ROOT = Path("/var/lib/resinfra-lab/rlx")
 
 
 @pytest.fixture(scope="module")
-def dev(offline_runs: dict[str, OfflineRun]) -> tuple[OfflineRun, LabPlan]:
-    run = offline_runs["all-four"]
+def lab_runs() -> dict[str, OfflineRun]:
+    """The offline run of each stack shape as ``lab up`` makes it: placeholder public addresses replaced."""
+    return {name: run_offline(changes.with_lab_addresses(shape(*providers))[0], stack_name="dev") for name, providers in STACK_SHAPES.items()}
+
+
+@pytest.fixture(scope="module")
+def dev(lab_runs: dict[str, OfflineRun]) -> tuple[OfflineRun, LabPlan]:
+    run = lab_runs["all-four"]
     return run, lab_plan(run, "rlx", ROOT)
 
 
@@ -130,6 +137,23 @@ def test_a_service_the_lab_cannot_run_is_an_error() -> None:
         boot_plan("m", "#cloud-config\nruncmd:\n- [systemctl, restart, prometheus-node-exporter]\n", ROOT)
 
 
+def test_placeholder_public_addresses_are_replaced_with_the_labs_own() -> None:
+    values, notes = changes.with_lab_addresses(dev_config())
+    proxmox = next(s for s in values["resinfra:sites"] if s["provider"] == "proxmox")
+    assert (proxmox["publicRange"], proxmox["publicGateway"]) == ("100.127.0.64/28", "100.127.0.65"), "site 4's /28, same offset"
+    assert notes == ["proxmox: publicRange 203.0.113.16/28 is in 203.0.113.0/24, which GCP refuses as a VPN peer; the lab uses 100.127.0.64/28"]
+    rest = [s for s in values["resinfra:sites"] if s["provider"] != "proxmox"]
+    assert rest == [s for s in dev_config()["resinfra:sites"] if s["provider"] != "proxmox"], "nothing else changes"
+    routable = dev_config()
+    next(s for s in routable["resinfra:sites"] if s["provider"] == "proxmox").update(publicRange="100.100.0.0/28", publicGateway="100.100.0.1")
+    assert changes.with_lab_addresses(routable) == (routable, []), "a routable range is the user's: kept"
+
+
+def test_the_emulated_gcp_refuses_a_placeholder_peer_as_gcp_does(offline_runs: dict[str, OfflineRun]) -> None:
+    with pytest.raises(CloudRefusal, match=r"gcp-proxmox .*peer_ip 203\.0\.113\.18 is in the reserved range 203\.0\.113\.0/24"):
+        lab_plan(offline_runs["all-four"], "rlx", ROOT)
+
+
 def test_workers_override_every_site() -> None:
     values = changes.with_workers(dev_config(), 1)
     assert {s["workers"] for s in values["resinfra:sites"]} == {1}
@@ -183,9 +207,9 @@ def test_a_bad_stack_config_is_refused_before_anything_is_created(monkeypatch: p
 
 
 @pytest.mark.parametrize("shape_name", sorted(STACK_SHAPES))
-def test_every_stack_shape_has_a_lab_plan(shape_name: str, offline_runs: dict[str, OfflineRun]) -> None:
+def test_every_stack_shape_has_a_lab_plan(shape_name: str, lab_runs: dict[str, OfflineRun]) -> None:
     """One site (no links, so no swanctl.conf for its gateway VM) up to four: every machine and gateway is planned."""
-    run = offline_runs[shape_name]
+    run = lab_runs[shape_name]
     plan = lab_plan(run, "rlx", ROOT)
     assert {g.site for g in plan.gateways} == set(STACK_SHAPES[shape_name])
     assert {m.name for m in plan.machines} == {m["name"] for m in run.outputs["inventory"]}

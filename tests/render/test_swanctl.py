@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from resinfra.mesh.crypto import POLICY
-from resinfra.render.bird import BirdSession, render_bird
+from resinfra.render.bird import BirdSession, BirdSpeaker, render_bird
 from resinfra.render.swanctl import SwanChild, SwanConnection, render_swanctl
 from tests.conftest import require_tool
 
@@ -61,7 +61,8 @@ def test_bad_input_is_refused(bad: str) -> None:
 
 def test_bird_config_parses_with_bird(tmp_path: Path) -> None:
     bird = require_tool("bird")
-    text = render_bird("169.254.21.2", [BirdSession("gcp_azure_0", "169.254.21.2", 65515, "169.254.21.1", 64514)], ["10.10.32.0/20"])
+    session = BirdSession("gcp_azure_0", "169.254.21.2", 65515, "169.254.21.1", 64514, "10.10.47.229", "t0")
+    text = render_bird(BirdSpeaker("169.254.21.2", (session,), ("10.10.32.0/20",), hold_seconds=180, keepalive_seconds=60))
     path = tmp_path / "bird.conf"
     path.write_text(text)
     result = subprocess.run([bird, "-p", "-c", str(path)], capture_output=True, text=True, check=False)

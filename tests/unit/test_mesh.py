@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from resinfra.lab.clouds import crypto_of
 from resinfra.mesh import crypto
-from resinfra.mesh.emulate import crypto_of
 from resinfra.mesh.plan import LinkPlan, plan_links
 from resinfra.offline import DeclaredResource, OfflineRun, run_offline
 from tests.conftest import shape
