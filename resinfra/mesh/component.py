@@ -243,9 +243,9 @@ def site_gateway_values(site: SiteComponent, links: Sequence[LinkPlan]) -> Gatew
     if site.gateway.kind is GatewayKind.AZURE_VNET_GATEWAY:
         custom = azure_bgp_addresses(list(links), site.site_name, len(site.gateway.public_ips))
         return GatewayValues((), [str(site.addresses.block)], custom_bgp_addresses=custom)
-    from resinfra.sites.gcp import ROUTER_ADVERTISE_MODE
+    from resinfra.sites.gcp import ROUTER_ADVERTISE_MODE, ROUTER_KEEPALIVE_SECONDS
 
-    return GatewayValues((), [str(site.addresses.subnet)], advertise_mode=ROUTER_ADVERTISE_MODE)
+    return GatewayValues((), [str(site.addresses.subnet)], advertise_mode=ROUTER_ADVERTISE_MODE, keepalive_seconds=ROUTER_KEEPALIVE_SECONDS)
 
 
 def gateway_files(swanctl: str, interfaces: Sequence[XfrmInterface]) -> list[FileToPush]:

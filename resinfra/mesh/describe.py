@@ -44,6 +44,8 @@ class GatewayValues:
     """Azure: the custom APIPA addresses of each instance (IP configuration)."""
     advertise_mode: str | None = None
     """GCP: the Cloud Router's advertisement mode."""
+    keepalive_seconds: int | None = None
+    """GCP: the Cloud Router's BGP keepalive interval."""
 
 
 def traffic_selectors(link: LinkPlan, site: str) -> tuple[list[str], list[str]]:
@@ -92,7 +94,13 @@ def describe_managed_end(link: LinkPlan, site: str, tunnels: Sequence[TunnelValu
         description["subnets"] = list(gateway.address_space)
         if link.routing is Routing.BGP:
             description["gateway"] = {"type": "HA_VPN", "interfaces": [{"id": i, "ipAddress": a} for i, a in enumerate(gateway.public_addresses)]}
-            description["cloudRouter"] = {"asn": end.asn, "advertiseMode": gateway.advertise_mode, "advertisedGroups": [], "advertisedIpRanges": []}
+            description["cloudRouter"] = {
+                "asn": end.asn,
+                "advertiseMode": gateway.advertise_mode,
+                "advertisedGroups": [],
+                "advertisedIpRanges": [],
+                "keepaliveIntervalSeconds": gateway.keepalive_seconds,
+            }
         else:
             description["gateway"] = {"type": "CLASSIC", "ipAddress": gateway.classic_address}
             description["routes"] = [

@@ -46,6 +46,13 @@ def firewall_allowed(rule: IngressRule) -> list[compute.FirewallAllowArgs]:
 ROUTER_ADVERTISE_MODE = "DEFAULT"
 """Cloud Router advertises the VPC's subnets (in its region, with regional dynamic routing)
 and nothing it learned: GCP never re-advertises Azure's routes to anyone."""
+ROUTER_KEEPALIVE_SECONDS = 60
+"""Azure's VPN gateway keeps fixed BGP timers, keepalive 60 s and hold 180 s, and does not
+negotiate them down (Microsoft Tech Community, "Azure VPN Gateway BGP Timer Mismatches", and
+the VPN Gateway FAQ it updated); Cloud Router's default keepalive of 20 s proposes a 60 s hold,
+BGP takes the smaller, and Azure's keepalives every 60 s would leave the session at the edge
+of expiring. 60 s (the most Cloud Router allows: pulumi-gcp ``RouterBgpArgs.keepalive_interval``,
+"between 20 and 60") gives both ends 180 s."""
 
 
 class GcpSite(SiteComponent):
@@ -176,7 +183,7 @@ class GcpSite(SiteComponent):
             name=child_name(name, "router"),
             region=site.region,
             network=self.network.id,
-            bgp=compute.RouterBgpArgs(asn=site.asn, advertise_mode=ROUTER_ADVERTISE_MODE),
+            bgp=compute.RouterBgpArgs(asn=site.asn, advertise_mode=ROUTER_ADVERTISE_MODE, keepalive_interval=ROUTER_KEEPALIVE_SECONDS),
             opts=child,
         )
         interfaces = self.ha_vpn_gateway.vpn_interfaces

@@ -102,11 +102,12 @@ def test_gcp_cloud_router_announces_the_subnets_with_its_priority_and_keeps_its_
     (bird,) = dev["gcp"].network.birds
     assert "route 10.10.16.0/24 blackhole;" in bird.conf and bird.conf.count("blackhole;") == 1, "DEFAULT mode: the VPC's subnets"
     assert "bgp_med = 100;" in bird.conf
-    assert "hold time 60;" in bird.conf and "keepalive time 20;" in bird.conf
+    # The program sets 60 s (Azure's fixed timers); unset, Cloud Router's default is 20 s.
+    assert "hold time 180;" in bird.conf and "keepalive time 60;" in bird.conf
     ha = [d for d in descriptions(dev_run) if d["site"] == "gcp" and d["gateway"]["type"] == "HA_VPN"]
-    ha[0]["cloudRouter"]["keepaliveIntervalSeconds"] = 60
-    custom = emulate_gcp("gcp", ha, dev_run.result.plan["gcp"])
-    assert "hold time 180;" in custom.network.birds[0].conf and "keepalive time 60;" in custom.network.birds[0].conf
+    del ha[0]["cloudRouter"]["keepaliveIntervalSeconds"]
+    default = emulate_gcp("gcp", ha, dev_run.result.plan["gcp"])
+    assert "hold time 60;" in default.network.birds[0].conf and "keepalive time 20;" in default.network.birds[0].conf
 
 
 def test_azure_active_active_brings_up_a_tunnel_per_instance_per_connection(prod: dict[str, EmulatedCloud]) -> None:

@@ -260,6 +260,7 @@ def check_gcp_description(run: OfflineRun, d: dict[str, Any]) -> None:
             router = run.by_name("ri-dev-gcp-router").inputs["bgp"]
             assert router["asn"] == bgp["localAsn"] == d["cloudRouter"]["asn"]
             assert router["advertiseMode"] == d["cloudRouter"]["advertiseMode"]
+            assert router["keepaliveInterval"] == d["cloudRouter"]["keepaliveIntervalSeconds"] == 60, "Azure's fixed 60/180 s BGP timers"
             assert d["advertises"] == [run.by_name("ri-dev-gcp-subnet").inputs["ipCidrRange"]]
         else:
             assert tunnel.inputs["peerIp"] == t["peerAddress"]

@@ -32,30 +32,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from resinfra.addressing import SiteAddresses
+from resinfra.cloud_rules import GCP_REFUSED_PEER_RANGES
 from resinfra.lab.clouds import ANY, CloudRefusal, EmulatedCloud, crypto_of, inner_addresses, lan_of, one_tunnel, take
 from resinfra.netlab import SITE, CloudBird, CloudNetwork, CloudRoute, CloudTunnel, tunnel_device
 from resinfra.render.bird import BirdSession, BirdSpeaker, render_bird
 
-RESERVED_PEER_RANGES = tuple(
-    ipaddress.IPv4Network(n)
-    for n in (
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.0.0.0/24",
-        "192.0.2.0/24",
-        "192.88.99.0/24",
-        "192.168.0.0/16",
-        "198.18.0.0/15",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "224.0.0.0/4",
-        "240.0.0.0/4",
-    )
-)
-"""``invalidPeerAddrs`` of terraform-provider-google's ``resource_compute_vpn_tunnel.go`` (255.255.255.255 is in 240/4)."""
+RESERVED_PEER_RANGES = tuple(r.network for r in GCP_REFUSED_PEER_RANGES)
+"""``invalidPeerAddrs`` of terraform-provider-google's ``resource_compute_vpn_tunnel.go`` (255.255.255.255 is in 240/4):
+the one list, kept with its source in ``cloud_rules``, that GCP's API applies."""
 DEFAULT_KEEPALIVE_SECONDS = 20
 HOLD_KEEPALIVES = 3
 DEFAULT_ADVERTISED_PRIORITY = 100
