@@ -15,6 +15,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -86,6 +89,24 @@ def preview_outputs(package: Package, typ: str, name: str, inputs: dict[str, Any
     return preview
 
 
+HOLD_ENV = "RESINFRA_EMULATOR_HOLD"
+"""A file path: while it exists, every create, update and delete waits (a cloud slow to answer),
+with ``<path>.waiting`` present. For tests of the stack lock and of interrupted updates."""
+
+
+def _wait_while_held() -> None:
+    hold = os.environ.get(HOLD_ENV)
+    if not hold or not Path(hold).exists():
+        return
+    waiting = Path(f"{hold}.waiting")
+    waiting.touch()
+    try:
+        while Path(hold).exists():
+            time.sleep(0.1)
+    finally:
+        waiting.unlink(missing_ok=True)
+
+
 class EmulatedProvider(provider_pb2_grpc.ResourceProviderServicer):
     """A provider plugin whose cloud is :mod:`resinfra.emulators.cloud`."""
 
@@ -146,6 +167,7 @@ class EmulatedProvider(provider_pb2_grpc.ResourceProviderServicer):
         inputs = wire.decode(request.properties)
         if request.preview:
             return provider_pb2.CreateResponse(id="", properties=wire.encode(preview_outputs(self.package, typ, name, inputs)))
+        _wait_while_held()
         with clouds.opened(request.urn, self.package.name) as cloud:
             self._refuse_duplicate(cloud, typ, inputs, context)
             before = dict(cloud.allocator.addresses)
@@ -188,6 +210,7 @@ class EmulatedProvider(provider_pb2_grpc.ResourceProviderServicer):
         outputs = _resecret(news, outputs, self.package.rules(typ).secret_outputs)
         if request.preview:
             return provider_pb2.UpdateResponse(properties=wire.encode(outputs))
+        _wait_while_held()
         with clouds.opened(request.urn, self.package.name) as cloud:
             existing = cloud.resources.get(request.id)
             if existing is None:
@@ -199,6 +222,7 @@ class EmulatedProvider(provider_pb2_grpc.ResourceProviderServicer):
         return provider_pb2.UpdateResponse(properties=wire.encode(outputs))
 
     def Delete(self, request: Any, context: Any) -> empty_pb2.Empty:
+        _wait_while_held()
         with clouds.opened(request.urn, self.package.name) as cloud:
             gone = cloud.resources.pop(request.id, None)
             for key in gone.address_keys if gone else []:
