@@ -15,6 +15,8 @@ from resinfra.emulators.package import Package, TypeRules
 PACKAGE = Package(
     name="command",
     sdk_module="pulumi_command",
+    # pulumi-command provider/pkg/provider/remote: a command's id is resource.NewUniqueHex (random hex), no address.
+    generated_ids=True,
     types={"command:remote:Command": TypeRules(secret_outputs=frozenset())},
 )
 

@@ -27,6 +27,9 @@ class Package:
     types: dict[str, TypeRules] = field(default_factory=dict)
     identity_inputs: frozenset[str] = frozenset()
     """Inputs that place a resource in the cloud's API (its URL path): changing one is a new resource, for every type."""
+    generated_ids: bool = False
+    """The provider makes up a new id at every create (not a cloud address): a replacement created
+    before its predecessor is deleted never collides with it."""
     bridged: bool = False
     """A Terraform-bridged provider: an explicitly set, otherwise autonamed ``name`` makes a
     replacement delete-before-replace (pulumi-terraform-bridge, ``nameRequiresDeleteBeforeReplace``)."""

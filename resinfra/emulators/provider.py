@@ -16,9 +16,10 @@ import copy
 import hashlib
 import json
 import os
+import secrets
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -172,6 +173,8 @@ class EmulatedProvider(provider_pb2_grpc.ResourceProviderServicer):
             self._refuse_duplicate(cloud, typ, inputs, context)
             before = dict(cloud.allocator.addresses)
             ident, outputs = computed_outputs(self.package, cloud.allocator, typ, name, inputs)
+            if self.package.generated_ids:
+                ident = f"{ident}-{secrets.token_hex(4)}"
             if ident in cloud.resources:
                 context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{typ} {ident} already exists")
             if self.on_apply:
