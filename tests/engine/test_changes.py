@@ -7,6 +7,8 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
+
 from resinfra.cli import read_stack_config
 from resinfra.offline import OfflineRun, run_offline
 from tests.engine.harness import Project, changed, replaced, resource_name
@@ -63,3 +65,16 @@ def test_one_more_worker_adds_its_resources_and_the_inventory_pushes(project: Pr
     rerun = {resource_name(urn) for urn in replaced(ops)}
     assert rerun == {"ri-dev-hetzner-tooling-services-push-targets", "ri-dev-hetzner-tooling-services-push-healer"}
     assert {resource_name(urn) for urn in changed(ops)} == created | rerun
+
+
+@pytest.mark.parametrize("gateway", ["ri-dev-hetzner-gw", "ri-dev-proxmox-gw"])
+def test_a_replaced_gateway_vm_gets_its_configuration_pushed_again(project: Project, dev: dict[str, str], gateway: str) -> None:
+    """README's roll (``pulumi up --target <machine URN> --target-dependents``, here with ``--replace``): the new
+    gateway VM boots without its swanctl.conf, so the push runs again, whether or not the provider gives
+    the new VM a new id (Hetzner does; Proxmox keeps the VM id, GCE and Azure the resource path)."""
+    urn = next(m["urn"] for m in project.outputs("dev")["inventory"] if m["name"] == gateway)
+    ran = len(project.cloud("dev", "command").get("log", []))
+    project.pulumi("up", "--yes", "--skip-preview", "--replace", urn, "--target", urn, "--target-dependents", stack="dev")
+    commands = [entry["urn"].split("::")[-1] for entry in project.cloud("dev", "command")["log"][ran:]]
+    assert commands == [f"{gateway}-swanctl"]
+    project.pulumi("preview", "--expect-no-changes", stack="dev")
