@@ -119,6 +119,8 @@ def plan_report(run: OfflineRun, stack: str, source: Path, seconds: float) -> di
         "configFile": str(source),
         "offline": True,
         "placeholderSecrets": run.placeholders,
+        "refusedByDeployment": [problem_row(p) for p in run.refused],
+        "placeholderNotes": [problem_row(p) for p in run.placeholder_notes],
         "seconds": round(seconds, 2),
         "supernet": cfg.supernet,
         "sitePrefixLength": cfg.site_prefix_length,
@@ -145,6 +147,27 @@ def plan_report(run: OfflineRun, stack: str, source: Path, seconds: float) -> di
     }
 
 
+def problem_row(problem: config.Problem) -> dict[str, str]:
+    return {"key": problem.key, "message": problem.message, "fix": problem.fix}
+
+
+def format_placeholders(refused: list[dict[str, str]], notes: list[dict[str, str]]) -> list[str]:
+    """The warning about placeholder values: what a real deployment refuses, and what it accepts but cannot use."""
+    lines = []
+    if refused:
+        lines += [
+            f"REFUSED BY A REAL DEPLOYMENT: {len(refused)} placeholder value{'s' if len(refused) > 1 else ''}. "
+            "This offline run goes on with them; `pulumi preview`/`up` stops on them:",
+            *(f"  - {r['key']}: {r['message']}. Fix: {r['fix']}." for r in refused),
+        ]
+    if notes:
+        lines += [
+            "Placeholders a real deployment accepts but cannot use:",
+            *(f"  - {n['key']}: {n['message']}. Fix: {n['fix']}." for n in notes),
+        ]
+    return lines
+
+
 def image_rows(run: OfflineRun) -> list[dict[str, str]]:
     """Per site and role: the image mode, how the image is named to the provider, and the role's provisioning digest."""
     return [
@@ -168,6 +191,10 @@ def format_plan(report: dict[str, Any]) -> str:
         f"resinfra plan: stack {report['stack']} ({report['configFile']})",
         f"offline under Pulumi mocks in {report['seconds']} s: no cloud was contacted; public addresses from 100.64.0.0/10 are placeholders",
         "",
+    ]
+    warning = format_placeholders(report["refusedByDeployment"], report["placeholderNotes"])
+    lines += [*warning, ""] if warning else []
+    lines += [
         f"Address plan: supernet {report['supernet']}, one /{report['sitePrefixLength']} block per site",
     ]
     rows = [("site", "provider", "no", "block", "worker subnet", "gateway", "gateway public", "workers")]
@@ -239,6 +266,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     run, _, _, _ = run_stack(args)
+    warning = format_placeholders([problem_row(p) for p in run.refused], [problem_row(p) for p in run.placeholder_notes])
+    if warning:
+        print("\n".join(warning), file=sys.stderr)
     out = Path(args.out)
     written = 0
     for f in run.files:

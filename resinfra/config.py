@@ -131,6 +131,15 @@ def _ipv4_address(value: str) -> str:
     return value
 
 
+def _host_name_or_ipv4(value: str) -> str:
+    """A DNS name (labels of letters, digits and '-') or an IPv4 address."""
+    if re.fullmatch(r"[0-9.]+", value):
+        ipaddress.IPv4Address(value)
+    elif not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*", value):
+        raise ValueError("not a host name or IPv4 address")
+    return value
+
+
 Cidr = Annotated[str, AfterValidator(_ipv4_network)]
 """An IPv4 network in CIDR notation with no host bits set; kept as text."""
 IpAddress = Annotated[str, AfterValidator(_ipv4_address)]
@@ -276,6 +285,11 @@ class ProxmoxSite(SiteBase):
     """Datastore for the VM disks."""
     snippets_datastore: str = "local"
     """Datastore with the 'snippets' content type, for cloud-init user-data."""
+    node_address: Annotated[str, AfterValidator(_host_name_or_ipv4)] | None = None
+    """Address the provider's SSH connections to the node use (snippet uploads, the datacenter
+    firewall check); unset: the address the Proxmox API lists for the node."""
+    node_ssh_port: int = Field(default=22, ge=1, le=65535)
+    """SSH port of ``nodeAddress``."""
     cores: int = Field(default=2, ge=1, le=128)
     memory_mb: int = Field(default=2048, ge=512, le=1_048_576)
 
@@ -509,7 +523,8 @@ def _problem_from_pydantic(err: Any, raw: Mapping[str, Any]) -> Problem:
         return Problem(key, f"{value!r} is not a number", _bounds_fix(loc))
     if kind == "value_error":
         cause = str(err["ctx"].get("error", err["msg"]))
-        return Problem(key, f"{value!r} is not valid ({cause})", "write an IPv4 address or network such as 10.10.0.0/16 (no host bits set in a network)")
+        fix = _VALUE_FIXES.get(str(loc[-1]), "write an IPv4 address or network such as 10.10.0.0/16 (no host bits set in a network)")
+        return Problem(key, f"{value!r} is not valid ({cause})", fix)
     if kind == "enum":
         return Problem(key, f"{value!r} is not allowed", f"use {err['ctx']['expected']}")
     if kind == "literal_error":
@@ -522,6 +537,8 @@ _MISSING_FIXES = {
     key_path(["adminCidrs"]): "run: pulumi config set --path 'resinfra:adminCidrs[0]' <your office or VPN range>",
     key_path(["prefix"]): "run: pulumi config set resinfra:prefix <short name, e.g. ri-dev>",
 }
+
+_VALUE_FIXES = {"nodeAddress": "give the host name or IPv4 address the Proxmox VE node answers SSH on"}
 
 _PATTERN_FIXES = {
     "name": "use lowercase letters, digits and '-', starting with a letter and not ending with '-' (at most 30 characters)",
@@ -576,7 +593,7 @@ def check_stack(cfg: StackConfig) -> list[Problem]:
 
     Example: two sites with number 1 give a problem keyed ``resinfra:sites[1].number``.
     """
-    from resinfra import addressing, naming  # local: both import this module's types
+    from resinfra import addressing, cloud_rules, naming  # local: they import this module's types
 
     problems: list[Problem] = []
     supernet = cfg.supernet_network
@@ -683,8 +700,11 @@ def check_stack(cfg: StackConfig) -> list[Problem]:
     problems += _check_healer(cfg.healer)
 
     # Overlap checks after duplicate site numbers would only repeat those problems.
+    addresses_valid = False
     if not problems:
         problems += addressing.check_addresses(cfg)
+        addresses_valid = not problems
+    problems += cloud_rules.check_cloud_rules(cfg, addresses_valid)
     return problems
 
 
@@ -939,10 +959,13 @@ def _healer_secret_problems(values: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
-def load(values: Mapping[str, Any]) -> StackConfig:
+def load(values: Mapping[str, Any], *, deployment: bool = False) -> StackConfig:
     """Validate ``resinfra:*`` config and return it, or raise :class:`ConfigError`.
 
     + values: namespaced config entries (see :func:`parse_config_values`)
+    + deployment: also refuse what only a real deployment refuses, the placeholders of the
+      example stacks (:func:`resinfra.cloud_rules.deployment_problems`); offline runs
+      (``resinfra plan``, ``render``, the lab) leave it off and print them instead
 
     Example::
 
@@ -973,6 +996,10 @@ def load(values: Mapping[str, Any]) -> StackConfig:
     except ValidationError as exc:
         raise ConfigError([*secret_problems, *(_problem_from_pydantic(e, raw) for e in exc.errors())]) from None
     problems = secret_problems + check_stack(cfg)
+    if deployment:
+        from resinfra import cloud_rules  # local: it imports this module's types
+
+        problems += cloud_rules.deployment_problems(cfg)
     if problems:
         raise ConfigError(problems)
     return cfg

@@ -17,7 +17,7 @@ import pulumi
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 
-from resinfra import config, provider_outputs, stack
+from resinfra import cloud_rules, config, provider_outputs, stack
 
 PROJECT = "resinfra"
 SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
@@ -157,6 +157,10 @@ class OfflineRun:
     """Secret config keys that were not set and got a placeholder value."""
     lookups: list[Lookup] = field(default_factory=list)
     """Image lookups the program made (hcloud snapshots, Azure images), with the mocks' answers."""
+    refused: list[config.Problem] = field(default_factory=list)
+    """Placeholders a real deployment refuses (``cloud_rules.deployment_problems``); offline they only warn."""
+    placeholder_notes: list[config.Problem] = field(default_factory=list)
+    """Placeholders a real deployment accepts but cannot use (``cloud_rules.placeholder_notes``)."""
 
     def ancestor_types(self, resource: DeclaredResource) -> list[str]:
         """Types of the resource's ancestors, innermost first (followed through ``parent``;
@@ -258,7 +262,7 @@ def run_offline(values: Mapping[str, Any], stack_name: str = "dev", secret_keys:
     captured: dict[str, Any] = {}
 
     async def resolve() -> None:
-        result = stack.main(export=lambda key, value: None)
+        result = stack.main(export=lambda key, value: None, offline=True)
         captured["result"] = result
         outputs, secret = {}, set()
         for key, value in result.outputs.items():
@@ -287,4 +291,6 @@ def run_offline(values: Mapping[str, Any], stack_name: str = "dev", secret_keys:
         files=captured["files"],
         placeholders=placeholders,
         lookups=mocks.lookups,
+        refused=cloud_rules.deployment_problems(cfg),
+        placeholder_notes=cloud_rules.placeholder_notes(cfg),
     )

@@ -272,17 +272,26 @@ def stack_outputs(result: StackResult) -> dict[str, Any]:
     }
 
 
-def load_from_runtime() -> StackConfig:
-    """Validate the running stack's ``resinfra:*`` config (raises :class:`config.ConfigError`)."""
+def load_from_runtime(*, deployment: bool) -> StackConfig:
+    """Validate the running stack's ``resinfra:*`` config (raises :class:`config.ConfigError`).
+
+    + deployment: refuse the placeholders a real deployment cannot use too (see :func:`main`)
+    """
     values: dict[str, Any] = dict(pulumi.runtime.config.get_config_env())
     values.update(pulumi.runtime.config.CONFIG.get())
-    return config.load(values)
+    return config.load(values, deployment=deployment)
 
 
-def main(export: Callable[[str, Any], None] = pulumi.export) -> StackResult:
-    """Entry point of ``__main__.py``: fail on bad config before declaring anything."""
+def main(export: Callable[[str, Any], None] = pulumi.export, *, offline: bool = False) -> StackResult:
+    """Entry point of ``__main__.py``: fail on bad config before declaring anything.
+
+    + offline: the program runs under mocks (``resinfra.offline.run_offline``: plan, render,
+      the lab), not under the Pulumi engine. Only then are the example stacks' placeholder
+      addresses let through; ``__main__.py`` never sets it, so whatever the engine runs
+      (``pulumi preview``/``up``, the healer's targeted updates) is a real deployment.
+    """
     try:
-        cfg = load_from_runtime()
+        cfg = load_from_runtime(deployment=not offline)
     except config.ConfigError as err:
         # RunError: Pulumi prints the message alone, without a Python traceback.
         raise pulumi.RunError(str(err)) from None

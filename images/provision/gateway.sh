@@ -13,3 +13,18 @@ net.ipv4.conf.all.accept_redirects = 0
 net.ipv4.conf.all.send_redirects = 0
 CONF
 run_step "apply the gateway's sysctl settings" sysctl --quiet --system
+
+# Route-based tunnels (the two to an active-active Azure gateway) use XFRM interfaces: charon
+# installs a tunnel's route through its interface while the CHILD_SA is up, and falls back to
+# the other tunnel's when it goes (strongSwan kernel-netlink, install_routes_xfrmi, off by
+# default). charon-systemd reads the charon section (it inherits that namespace).
+install_file /etc/strongswan.d/resinfra.conf 0644 <<'CONF'
+# Written by resinfra (images/provision/gateway.sh): routes through XFRM interfaces for route-based tunnels.
+charon {
+    plugins {
+        kernel-netlink {
+            install_routes_xfrmi = yes
+        }
+    }
+}
+CONF

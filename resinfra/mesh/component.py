@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -14,13 +15,14 @@ from resinfra.addressing import Role
 from resinfra.config import AzureSite as AzureSiteConfig
 from resinfra.config import GcpSite as GcpSiteConfig
 from resinfra.config import Provider, Site
-from resinfra.mesh.describe import TunnelValues, describe_managed_end, to_json
-from resinfra.mesh.plan import LinkPlan, Routing
-from resinfra.mesh.strongswan import ResolvedTunnel, swan_connections
+from resinfra.mesh.describe import GatewayValues, TunnelValues, describe_managed_end, to_json
+from resinfra.mesh.plan import LinkPlan, Routing, azure_bgp_addresses
+from resinfra.mesh.strongswan import ResolvedTunnel, swan_connections, xfrm_interfaces
 from resinfra.naming import mesh_name, stem
 from resinfra.remote import SshAccess, push_files
 from resinfra.render.push_script import WAIT_FOR_CLOUD_INIT, FileToPush
 from resinfra.render.swanctl import SWANCTL_PATH, render_swanctl
+from resinfra.render.xfrm import XFRM_SCRIPT_PATH, XFRM_UNIT, XFRM_UNIT_PATH, XfrmInterface, render_xfrm_script, render_xfrm_unit
 from resinfra.sites.base import GatewayKind, SiteComponent
 
 if TYPE_CHECKING:  # the GCP SDK loads only for stacks with a GCP site
@@ -79,15 +81,16 @@ class IpsecMesh(pulumi.ComponentResource):
 
         psks: dict[tuple[str, int], pulumi.Output[str]] = {}
         for link in args.links:
-            for tunnel in link.tunnels:
+            # One key per connection: Azure's active-active instances use their connection's one key.
+            for connection in link.connections:
                 password = pulumi_random.RandomPassword(
-                    mesh_name(stems[link.a.site], "psk", link.b.site, tunnel.index),
+                    mesh_name(stems[link.a.site], "psk", link.b.site, connection),
                     length=PSK_LENGTH,
                     special=False,
                     opts=pulumi.ResourceOptions(parent=self, provider=random_provider),
                 )
                 # The same Output goes to both ends; secret whatever the engine does.
-                psks[link.name, tunnel.index] = pulumi.Output.secret(password.result)
+                psks[link.name, connection] = pulumi.Output.secret(password.result)
 
         classic = self._classic_gateways(args, sites, stems, child)
 
@@ -101,20 +104,26 @@ class IpsecMesh(pulumi.ComponentResource):
         strongswan_tunnels: dict[str, list[pulumi.Output[ResolvedTunnel]]] = {}
         self.managed_ends = []
         self.link_outputs = []
+        last_azure_connection: dict[str, pulumi.Resource] = {}
         for link in args.links:
             for end in (link.a, link.b):
                 peer = link.peer(end.site)
                 locals_ = [endpoint(link, end.site, t.index) for t in link.tunnels]
                 peers = [endpoint(link, peer.site, t.index) for t in link.tunnels]
-                secrets = [psks[link.name, t.index] for t in link.tunnels]
+                secrets = [psks[link.name, t.connection] for t in link.tunnels]
                 if end.gateway is GatewayKind.STRONGSWAN:
                     strongswan_tunnels.setdefault(end.site, []).extend(
                         pulumi.Output.all(local, remote, psk).apply(lambda v, link=link, index=t.index: ResolvedTunnel(link, index, v[0], v[1], v[2]))
                         for t, local, remote, psk in zip(link.tunnels, locals_, peers, secrets, strict=True)
                     )
                     continue
-                self._managed_end(args, link, end.site, sites[end.site], stems[end.site], peers, secrets, classic.get(end.site), child)
-                self.managed_ends.append(ManagedEndFile(end.site, link.name, self._describe(link, end.site, locals_, peers, secrets)))
+                last = self._managed_end(
+                    args, link, end.site, sites[end.site], stems[end.site], peers, psks, classic.get(end.site), last_azure_connection.get(end.site), child
+                )
+                if last is not None:
+                    last_azure_connection[end.site] = last
+                description = self._describe(args.links, link, end.site, sites[end.site], classic.get(end.site), locals_, peers, secrets)
+                self.managed_ends.append(ManagedEndFile(end.site, link.name, description))
             self.link_outputs.append(
                 {
                     "name": link.name,
@@ -122,8 +131,16 @@ class IpsecMesh(pulumi.ComponentResource):
                     "routing": link.routing.value,
                     "crypto": link.crypto.describe(),
                     "tunnels": len(link.tunnels),
+                    "connections": len(link.connections),
                     "ends": [
-                        {"site": e.site, "gateway": e.gateway.value, "publicIps": [endpoint(link, e.site, t.index) for t in link.tunnels]}
+                        {
+                            "site": e.site,
+                            "gateway": e.gateway.value,
+                            # Each address once: a strongSwan VM ends both tunnels to active-active Azure.
+                            "publicIps": pulumi.Output.all(*(endpoint(link, e.site, t.index) for t in link.tunnels)).apply(
+                                lambda ips: list(dict.fromkeys(ips))
+                            ),
+                        }
                         for e in (link.a, link.b)
                     ],
                 }
@@ -133,14 +150,15 @@ class IpsecMesh(pulumi.ComponentResource):
         for site_name, tunnels in strongswan_tunnels.items():
             site = sites[site_name]
             gateway_node = next(n for n in site.nodes if n.role is Role.GATEWAY)
-            text = pulumi.Output.all(*tunnels).apply(lambda resolved, s=site_name: render_swanctl(swan_connections(s, resolved)))
-            text = pulumi.Output.secret(text)
+            resolved = pulumi.Output.all(*tunnels)
+            text = pulumi.Output.secret(resolved.apply(lambda r, s=site_name: render_swanctl(swan_connections(s, r))))
             self.swanctl[gateway_node.name] = text
+            interfaces = resolved.apply(lambda r, s=site_name: xfrm_interfaces(s, r))
             push_files(
                 f"{gateway_node.name}-swanctl",
                 gateway_node,
-                text.apply(lambda t: [FileToPush(SWANCTL_PATH, t, "0600")]),
-                RELOAD_COMMANDS,
+                pulumi.Output.all(text, interfaces).apply(lambda v: gateway_files(v[0], v[1])),
+                reload_commands(any(len(link.tunnels) > 1 for link in args.links if site_name in (link.a.site, link.b.site))),
                 args.ssh,
                 pulumi.ResourceOptions(parent=self, provider=command_provider),
                 # strongSwan comes with the gateway's cloud-init packages: wait for them.
@@ -171,33 +189,76 @@ class IpsecMesh(pulumi.ComponentResource):
         site: SiteComponent,
         site_stem: str,
         peers: list[pulumi.Output[str]],
-        psks: list[pulumi.Output[str]],
+        psks: Mapping[tuple[str, int], pulumi.Output[str]],
         classic: ClassicGateway | None,
+        after: pulumi.Resource | None,
         opts: pulumi.ResourceOptions,
-    ) -> None:
+    ) -> pulumi.Resource | None:
+        """Declare a managed end; returns an Azure gateway's last connection (the next one follows it)."""
         # Provider modules load on demand, as in the stack: a stack imports only the SDKs it uses.
         config = args.site_configs[site_name]
+        keys = [psks[link.name, c] for c in link.connections]
         if site.gateway.kind is GatewayKind.AZURE_VNET_GATEWAY:
             from resinfra.mesh.azure import build_azure_end
             from resinfra.sites.azure import AzureSite
 
             assert isinstance(site, AzureSite) and isinstance(config, AzureSiteConfig)
-            build_azure_end(site_stem, link, site, config.location, peers, psks, opts)
-            return
+            # The peer's address of each connection: that of the connection's first tunnel.
+            connection_peers = [peers[next(t.index for t in link.tunnels if t.connection == c)] for c in link.connections]
+            return build_azure_end(site_stem, link, site, config.location, connection_peers, keys, opts, after=after)[-1]
         from resinfra.mesh.gcp import build_gcp_end
         from resinfra.sites.gcp import GcpSite
 
         assert isinstance(site, GcpSite) and isinstance(config, GcpSiteConfig)
-        build_gcp_end(site_stem, link, site, config.region, peers, psks, classic, opts)
+        build_gcp_end(site_stem, link, site, config.region, peers, keys, classic, opts)
+        return None
 
     @staticmethod
     def _describe(
-        link: LinkPlan, site: str, locals_: list[pulumi.Output[str]], peers: list[pulumi.Output[str]], psks: list[pulumi.Output[str]]
+        links: Sequence[LinkPlan],
+        link: LinkPlan,
+        site_name: str,
+        site: SiteComponent,
+        classic: ClassicGateway | None,
+        locals_: list[pulumi.Output[str]],
+        peers: list[pulumi.Output[str]],
+        psks: list[pulumi.Output[str]],
     ) -> pulumi.Output[str]:
         count = len(link.tunnels)
+        gateway_ips = list(site.gateway.public_ips)
+        classic_ip: pulumi.Input[str] = classic.address.address if classic is not None else ""
+        managed = site_gateway_values(site, links)
 
         def render(values: list[str]) -> str:
             tunnels = [TunnelValues(t.index, values[i], values[count + i], values[2 * count + i]) for i, t in enumerate(link.tunnels)]
-            return to_json(describe_managed_end(link, site, tunnels))
+            public = values[3 * count : 3 * count + len(gateway_ips)]
+            gateway = dataclasses.replace(managed, public_addresses=public, classic_address=values[-1] or None)
+            return to_json(describe_managed_end(link, site_name, tunnels, gateway))
 
-        return pulumi.Output.secret(pulumi.Output.all(*locals_, *peers, *psks).apply(render))
+        return pulumi.Output.secret(pulumi.Output.all(*locals_, *peers, *psks, *gateway_ips, classic_ip).apply(render))
+
+
+def site_gateway_values(site: SiteComponent, links: Sequence[LinkPlan]) -> GatewayValues:
+    """What a managed gateway's description needs beyond its addresses (resolved in ``_describe``)."""
+    if site.gateway.kind is GatewayKind.AZURE_VNET_GATEWAY:
+        custom = azure_bgp_addresses(list(links), site.site_name, len(site.gateway.public_ips))
+        return GatewayValues((), [str(site.addresses.block)], custom_bgp_addresses=custom)
+    from resinfra.sites.gcp import ROUTER_ADVERTISE_MODE
+
+    return GatewayValues((), [str(site.addresses.subnet)], advertise_mode=ROUTER_ADVERTISE_MODE)
+
+
+def gateway_files(swanctl: str, interfaces: Sequence[XfrmInterface]) -> list[FileToPush]:
+    """What a strongSwan gateway gets: its swanctl.conf, and the XFRM interfaces of its route-based tunnels."""
+    files = [FileToPush(SWANCTL_PATH, swanctl, "0600")]
+    if interfaces:
+        files += [FileToPush(XFRM_SCRIPT_PATH, render_xfrm_script(interfaces), "0755"), FileToPush(XFRM_UNIT_PATH, render_xfrm_unit())]
+    return files
+
+
+def reload_commands(route_based: bool) -> tuple[str, ...]:
+    """After the files: the XFRM interfaces (when there are route-based tunnels) exist before charon loads the tunnels."""
+    if not route_based:
+        return RELOAD_COMMANDS
+    xfrm = ("systemctl daemon-reload", f"systemctl enable {XFRM_UNIT}", f"systemctl restart {XFRM_UNIT}")
+    return (RELOAD_COMMANDS[0], *xfrm, *RELOAD_COMMANDS[1:])

@@ -14,7 +14,7 @@ from typing import Any
 
 from resinfra.config import Provider
 from resinfra.mesh import crypto
-from resinfra.mesh.plan import LinkPlan, Routing
+from resinfra.mesh.plan import LinkPlan, Routing, azure_connection_bgp_addresses, gcp_static_routes
 
 ANY = "0.0.0.0/0"
 """Route-based tunnels negotiate any-to-any selectors; BGP decides what goes where."""
@@ -28,6 +28,22 @@ class TunnelValues:
     local_address: str
     peer_address: str
     psk: str
+
+
+@dataclass(frozen=True)
+class GatewayValues:
+    """The managed gateway of the described end, resolved (site-wide, not per link)."""
+
+    public_addresses: Sequence[str]
+    """Azure: one per instance; GCP HA VPN: one per interface."""
+    address_space: Sequence[str]
+    """Azure: the VNet's address space; GCP: the VPC's subnet ranges."""
+    classic_address: str | None = None
+    """GCP: the Classic VPN gateway's address (static links)."""
+    custom_bgp_addresses: Sequence[Sequence[str]] = ()
+    """Azure: the custom APIPA addresses of each instance (IP configuration)."""
+    advertise_mode: str | None = None
+    """GCP: the Cloud Router's advertisement mode."""
 
 
 def traffic_selectors(link: LinkPlan, site: str) -> tuple[list[str], list[str]]:
@@ -44,12 +60,15 @@ def advertised(link: LinkPlan, site: str) -> list[str]:
     return [str(end.block if end.provider is Provider.AZURE else end.subnet)]
 
 
-def describe_managed_end(link: LinkPlan, site: str, tunnels: Sequence[TunnelValues]) -> dict[str, Any]:
-    """The description of ``site``'s (Azure or GCP) end of ``link``.
+def describe_managed_end(link: LinkPlan, site: str, tunnels: Sequence[TunnelValues], gateway: GatewayValues) -> dict[str, Any]:
+    """The description of ``site``'s (Azure or GCP) end of ``link``: the resource settings as
+    the cloud receives them (``gateway``, ``connections``, ``routes``, ``cloudRouter``) and the
+    tunnels the program expects to come up.
 
     + link: the planned link
     + site: the managed end's site name
     + tunnels: resolved addresses and PSK per tunnel
+    + gateway: the site's managed gateway, resolved
     """
     end, peer = link.end(site), link.peer(site)
     local_ts, remote_ts = traffic_selectors(link, site)
@@ -66,8 +85,19 @@ def describe_managed_end(link: LinkPlan, site: str, tunnels: Sequence[TunnelValu
         description["ipsecPolicy"] = crypto.azure_policy(link.crypto)
         description["dpdTimeoutSeconds"] = crypto.DPD_TIMEOUT_SECONDS
         description["policyBasedTrafficSelectors"] = link.routing is Routing.STATIC
+        description["gateway"] = _azure_gateway(end.asn, gateway)
+        description["connections"] = _azure_connections(link, site, tunnels, gateway)
     else:
         description["cipherSuite"] = crypto.gcp_cipher_suite(link.crypto)
+        description["subnets"] = list(gateway.address_space)
+        if link.routing is Routing.BGP:
+            description["gateway"] = {"type": "HA_VPN", "interfaces": [{"id": i, "ipAddress": a} for i, a in enumerate(gateway.public_addresses)]}
+            description["cloudRouter"] = {"asn": end.asn, "advertiseMode": gateway.advertise_mode, "advertisedGroups": [], "advertisedIpRanges": []}
+        else:
+            description["gateway"] = {"type": "CLASSIC", "ipAddress": gateway.classic_address}
+            description["routes"] = [
+                {"destRange": str(r.destination), "priority": r.priority, "nextHopTunnel": r.tunnel} for r in gcp_static_routes(link, site)
+            ]
     if link.routing is Routing.BGP:
         description["advertises"] = advertised(link, site)
     description["tunnels"] = []
@@ -82,18 +112,53 @@ def describe_managed_end(link: LinkPlan, site: str, tunnels: Sequence[TunnelValu
                 "peerAsn": peer.asn,
                 "peerAddress": str(link.bgp_address(plan, peer.site)),
             }
-        description["tunnels"].append(
-            {
-                "index": values.index,
-                "localAddress": values.local_address,
-                "peerAddress": values.peer_address,
-                "psk": values.psk,
-                "localTrafficSelectors": local_ts,
-                "remoteTrafficSelectors": remote_ts,
-                "bgp": bgp,
-            }
-        )
+        tunnel: dict[str, Any] = {
+            "index": values.index,
+            "connection": plan.connection,
+            "localAddress": values.local_address,
+            "peerAddress": values.peer_address,
+            "psk": values.psk,
+            "localTrafficSelectors": local_ts,
+            "remoteTrafficSelectors": remote_ts,
+            "bgp": bgp,
+        }
+        if end.provider is Provider.GCP and link.routing is Routing.BGP:
+            # HA VPN: interface i to the peer's interface (Azure instance) i.
+            tunnel["gatewayInterface"] = tunnel["peerInterface"] = values.index
+        description["tunnels"].append(tunnel)
     return description
+
+
+def _azure_gateway(asn: int | None, gateway: GatewayValues) -> dict[str, Any]:
+    instances = []
+    for index, address in enumerate(gateway.public_addresses):
+        custom = gateway.custom_bgp_addresses[index] if index < len(gateway.custom_bgp_addresses) else ()
+        instances.append({"index": index, "publicAddress": address, "customBgpAddresses": list(custom)})
+    return {"activeActive": len(instances) == 2, "asn": asn, "vnetAddressSpace": list(gateway.address_space), "instances": instances}
+
+
+def _azure_connections(link: LinkPlan, site: str, tunnels: Sequence[TunnelValues], gateway: GatewayValues) -> list[dict[str, Any]]:
+    """One entry per Azure connection: its local network gateway, key and BGP settings."""
+    peer = link.peer(site)
+    out = []
+    for connection in link.connections:
+        members = [v for v in tunnels if link.tunnels[v.index].connection == connection]
+        first = link.tunnels[members[0].index]
+        lng: dict[str, Any] = {"gatewayIpAddress": members[0].peer_address, "addressPrefixes": [], "bgp": None}
+        entry: dict[str, Any] = {"index": connection, "psk": members[0].psk, "enableBgp": link.routing is Routing.BGP}
+        if link.routing is Routing.BGP:
+            lng["bgp"] = {"asn": peer.asn, "peeringAddress": str(link.bgp_address(first, peer.site))}
+            entry["customBgpAddresses"] = [
+                {"instance": i, "address": str(a)} for i, a in azure_connection_bgp_addresses(link, site, len(gateway.public_addresses))
+            ]
+            entry["usePolicyBasedTrafficSelectors"] = False
+        else:
+            lng["addressPrefixes"] = [str(peer.block)]
+            entry["customBgpAddresses"] = []
+            entry["usePolicyBasedTrafficSelectors"] = True
+        entry["localNetworkGateway"] = lng
+        out.append(entry)
+    return out
 
 
 def to_json(description: dict[str, Any]) -> str:

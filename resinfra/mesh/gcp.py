@@ -11,12 +11,11 @@ from pulumi_gcp import compute
 
 from resinfra.mesh import crypto
 from resinfra.mesh.describe import traffic_selectors
-from resinfra.mesh.plan import LinkPlan, Routing
+from resinfra.mesh.plan import LinkPlan, Routing, gcp_static_routes
 from resinfra.naming import child_name, mesh_name
 from resinfra.sites.gcp import GcpSite
 
 EXTERNAL_GATEWAY_REDUNDANCY = {1: "SINGLE_IP_INTERNALLY_REDUNDANT", 2: "TWO_IPS_REDUNDANCY"}
-STATIC_ROUTE_PRIORITY = 1000
 CLASSIC_VPN_PORTS = (("esp", "ESP", None), ("udp500", "UDP", "500"), ("udp4500", "UDP", "4500"))
 """Forwarding rules a Classic VPN gateway needs: ESP, IKE, NAT-T."""
 
@@ -73,10 +72,13 @@ def build_gcp_end(
 ) -> list[compute.VPNTunnel]:
     """Declare ``site``'s end of ``link`` and return its tunnels.
 
+    + peer_addresses: the peer's address of each tunnel; psks: one per connection
+
     BGP (Azure): an external VPN gateway with Azure's address(es), an HA VPN tunnel per
     tunnel on interface ``i``, a Cloud Router interface on the tunnel's APIPA /30 and a BGP
     peer with Azure's ASN and address. Static (strongSwan): a Classic VPN tunnel with the
-    two site blocks as traffic selectors and a route for the peer's block.
+    two site blocks as traffic selectors and routes for the two halves of the peer's block
+    (``plan.gcp_static_routes`` says why halves).
     """
     peer = link.peer(site.site_name)
     child = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(provider=site.provider))
@@ -90,8 +92,9 @@ def build_gcp_end(
             description=f"{peer.site}'s VPN gateway",
             opts=child,
         )
-        for tunnel, psk in zip(link.tunnels, psks, strict=True):
+        for tunnel in link.tunnels:
             assert tunnel.bgp is not None
+            psk = psks[tunnel.connection]
             vpn_tunnel = compute.VPNTunnel(
                 mesh_name(site_stem, "tun", peer.site, tunnel.index),
                 name=mesh_name(site_stem, "tun", peer.site, tunnel.index),
@@ -131,7 +134,8 @@ def build_gcp_end(
 
     assert classic is not None, "static links to GCP go through the site's Classic VPN gateway"
     local_ts, remote_ts = traffic_selectors(link, site.site_name)
-    for tunnel, peer_address, psk in zip(link.tunnels, peer_addresses, psks, strict=True):
+    routes = gcp_static_routes(link, site.site_name)
+    for tunnel, peer_address in zip(link.tunnels, peer_addresses, strict=True):
         vpn_tunnel = compute.VPNTunnel(
             mesh_name(site_stem, "tun", peer.site, tunnel.index),
             name=mesh_name(site_stem, "tun", peer.site, tunnel.index),
@@ -139,21 +143,25 @@ def build_gcp_end(
             target_vpn_gateway=classic.gateway.id,
             peer_ip=peer_address,
             ike_version=crypto.IKE_VERSION,
-            shared_secret=psk,
+            shared_secret=psks[tunnel.connection],
             cipher_suite=cipher_suite(link.crypto),
             local_traffic_selectors=local_ts,
             remote_traffic_selectors=remote_ts,
             # The gateway must receive ESP and IKE before a tunnel can use it.
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=list(classic.rules))),
         )
-        compute.Route(
-            mesh_name(site_stem, "rt", peer.site, tunnel.index),
-            name=mesh_name(site_stem, "rt", peer.site, tunnel.index),
-            network=site.network.id,
-            dest_range=str(peer.block),
-            next_hop_vpn_tunnel=vpn_tunnel.id,
-            priority=STATIC_ROUTE_PRIORITY,
-            opts=child,
-        )
+        for route in (r for r in routes if r.tunnel == tunnel.index):
+            compute.Route(
+                mesh_name(site_stem, "rt", peer.site, route.half),
+                name=mesh_name(site_stem, "rt", peer.site, route.half),
+                network=site.network.id,
+                dest_range=str(route.destination),
+                next_hop_vpn_tunnel=vpn_tunnel.id,
+                priority=route.priority,
+                # A route has no update: every field forces a new one (terraform-provider-google
+                # resource_compute_route.go: no Update, all ForceNew) and its name is fixed, so
+                # the old route must go first or the new one's name is taken.
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
+            )
         tunnels.append(vpn_tunnel)
     return tunnels

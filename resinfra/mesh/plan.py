@@ -87,8 +87,12 @@ class BgpSession:
 @dataclass(frozen=True)
 class TunnelPlan:
     index: int
-    """0 or 1; with two tunnels, tunnel i uses GCP HA VPN interface i and Azure instance i."""
+    """0 or 1; with two tunnels, tunnel i ends on Azure instance i (and on GCP HA VPN interface i)."""
     bgp: BgpSession | None
+    connection: int = 0
+    """The Azure connection (local network gateway, shared key) the tunnel belongs to: Azure's
+    active-active instances each bring up a tunnel per connection, with the connection's one
+    key. Every tunnel of a connection shares its PSK."""
 
 
 @dataclass(frozen=True)
@@ -119,14 +123,74 @@ class LinkPlan:
         assert tunnel.bgp is not None
         return tunnel.bgp.a_address if site == self.a.site else tunnel.bgp.b_address
 
+    @property
+    def connections(self) -> tuple[int, ...]:
+        """The link's connections (one PSK each), in order."""
+        return tuple(sorted({t.connection for t in self.tunnels}))
+
+
+STATIC_ROUTE_PRIORITY = 1000
+"""GCP's default route priority. The halves below win by prefix length whatever it is."""
+
+
+@dataclass(frozen=True)
+class StaticRoute:
+    """A GCP static route of a statically routed link (Classic VPN to a strongSwan gateway)."""
+
+    destination: IPv4Network
+    tunnel: int
+    priority: int = STATIC_ROUTE_PRIORITY
+
+    @property
+    def half(self) -> int:
+        """0 or 1: which half of the peer's block (names the route)."""
+        return int(self.destination.network_address) >> (32 - self.destination.prefixlen) & 1
+
+
+def gcp_static_routes(link: LinkPlan, site: str) -> list[StaticRoute]:
+    """GCP's routes toward the strongSwan peer of a static link: the two halves of the peer's block.
+
+    Why halves and not the block: an Azure VNet gateway with BGP advertises to its BGP peers
+    the address prefixes of every local network gateway connected to it, static ones included,
+    and they cannot be filtered (Microsoft, "About BGP and VPN Gateway" FAQ). So with an Azure
+    site in the stack, GCP's Cloud Router learns every strongSwan site's block from Azure, the
+    very prefix of the Classic VPN route. GCP picks among applicable routes by the most
+    specific destination first and only then by priority (docs.cloud.google.com/vpc/docs/routes,
+    "Routing order"; terraform-provider-google ``resource_compute_route.go``: priority "is used
+    to break ties ... of equal prefix length"); a learned route's priority comes from the
+    peer's MED, which Azure sets, not us. Two routes one bit longer than anything Azure advertises win on prefix length
+    alone, whatever the MED, and cover exactly the block the tunnel's selectors carry.
+    Azure's own learned route to the block stays in the table, shadowed; should the Classic
+    tunnel's routes go away, GCP would send that traffic to Azure, whose tunnel to the
+    strongSwan site carries only Azure's block, so it is dropped there: no link ever carries
+    another pair's traffic (no transit).
+
+    Example: Hetzner's 10.10.48.0/20 seen from GCP gives 10.10.48.0/21 and 10.10.56.0/21.
+    """
+    if link.routing is not Routing.STATIC or link.end(site).provider is not Provider.GCP:
+        raise ValueError(f"{link.name}: only GCP's end of a static link has static routes")
+    peer_block = link.peer(site).block
+    return [StaticRoute(half, tunnel.index) for tunnel in link.tunnels for half in peer_block.subnets(prefixlen_diff=1)]
+
 
 def tunnel_count(kind: LinkKind, a: Site, b: Site) -> int:
-    """Two tunnels for the 99.99 % HA VPN configuration (Azure activeActive), else one."""
-    if kind is LinkKind.AZURE_GCP:
-        azure = a if isinstance(a, AzureSite) else b
-        assert isinstance(azure, AzureSite)
-        return 2 if azure.active_active else 1
+    """Two tunnels on a link to an active-active Azure gateway, else one.
+
+    Azure's active-active instances each bring up their own tunnel for every connection and
+    send traffic over both ("About active-active VPN gateways", learn.microsoft.com): a
+    strongSwan peer must accept both (one connection, two tunnels); GCP HA VPN takes one tunnel
+    per interface (interface i <-> instance i), the 99.99 % configuration.
+    """
+    azure = next((s for s in (a, b) if isinstance(s, AzureSite)), None)
+    if azure is not None and azure.active_active and kind in (LinkKind.AZURE_GCP, LinkKind.AZURE_STRONGSWAN):
+        return 2
     return 1
+
+
+def connection_of(kind: LinkKind, tunnel: int) -> int:
+    """The Azure connection of ``tunnel``: one per GCP interface on the BGP link (each has its
+    own local network gateway), one for both instances' tunnels to a strongSwan VM's address."""
+    return tunnel if kind is LinkKind.AZURE_GCP else 0
 
 
 def _end(site: Site, addresses: SiteAddresses) -> LinkEnd:
@@ -161,7 +225,7 @@ def plan_links(cfg: StackConfig, plan: dict[str, SiteAddresses]) -> list[LinkPla
             if routing is Routing.BGP:
                 network = apipa_network(a.number, b.number, index)
                 bgp = BgpSession(network, apipa_address(network, a.number, b.number), apipa_address(network, b.number, a.number))
-            tunnels.append(TunnelPlan(index, bgp))
+            tunnels.append(TunnelPlan(index, bgp, connection_of(kind, index)))
         links.append(LinkPlan(a=a, b=b, kind=kind, routing=routing, tunnels=tuple(tunnels)))
     return links
 
@@ -178,3 +242,21 @@ def azure_bgp_addresses(links: list[LinkPlan], site: str, instances: int) -> tup
         for tunnel in link.tunnels:
             per_instance[min(tunnel.index, instances - 1)].append(str(link.bgp_address(tunnel, site)))
     return tuple(tuple(addresses) for addresses in per_instance)
+
+
+def azure_connection_bgp_addresses(link: LinkPlan, site: str, instances: int) -> list[tuple[int, IPv4Address]]:
+    """(instance, Azure's own APIPA address) that every connection of a BGP link names.
+
+    Each instance speaks BGP from its own address, its address in the /30 of the tunnel it
+    ends (tunnel i on instance i). An active-active gateway brings up a tunnel from both
+    instances for every connection, so every connection names both (hashicorp/
+    terraform-provider-azurerm #22885 and PR #22912: a connection's primary and secondary
+    custom BGP addresses, one per instance). The instance-1 tunnel to GCP interface 0 (and
+    instance 0's to interface 1) has no GCP tunnel opposite and stays down, as in Google's own
+    configuration for Azure (GoogleCloudPlatform/professional-services,
+    tools/gcp-azure-ha-vpn: one tunnel per HA VPN interface, interface i to Azure instance i):
+    a local network gateway has one BGP peer address, and a Cloud Router interface's /30
+    has room for one peer, so a second session to the same GCP address cannot be built.
+    """
+    by_instance = {min(t.index, instances - 1): t for t in link.tunnels}
+    return [(instance, link.bgp_address(tunnel, site)) for instance, tunnel in sorted(by_instance.items())]

@@ -20,6 +20,9 @@ class SwanChild:
     name: str
     local_ts: tuple[str, ...]
     remote_ts: tuple[str, ...]
+    if_id: int | None = None
+    """XFRM interface id (route-based child): its SA is used for packets routed through that
+    interface, so two children with the same selectors to two peers coexist."""
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,11 @@ def firewall_allowed(rule: IngressRule) -> list[compute.FirewallAllowArgs]:
     return [compute.FirewallAllowArgs(protocol=rule.protocol.value, ports=ports)]
 
 
+ROUTER_ADVERTISE_MODE = "DEFAULT"
+"""Cloud Router advertises the VPC's subnets (in its region, with regional dynamic routing)
+and nothing it learned: GCP never re-advertises Azure's routes to anyone."""
+
+
 class GcpSite(SiteComponent):
     """A site on Google Cloud: one VPC, one regional subnet, workers and an HA VPN gateway."""
 
@@ -171,7 +176,7 @@ class GcpSite(SiteComponent):
             name=child_name(name, "router"),
             region=site.region,
             network=self.network.id,
-            bgp=compute.RouterBgpArgs(asn=site.asn, advertise_mode="DEFAULT"),
+            bgp=compute.RouterBgpArgs(asn=site.asn, advertise_mode=ROUTER_ADVERTISE_MODE),
             opts=child,
         )
         interfaces = self.ha_vpn_gateway.vpn_interfaces

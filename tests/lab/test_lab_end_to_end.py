@@ -46,7 +46,7 @@ TIMEOUT = 60.0
 
 
 def lab_command(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``resinfra lab ARGS --name rlt`` as a separate process, as a user runs it."""
+    """``resinfra lab ARGS --name NAME`` as a separate process, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "resinfra.cli", "lab", *args, "--name", NAME], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -62,7 +62,7 @@ def lab() -> Iterator[LabState]:
     up = lab_command("up", "--workers", "1")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        assert "lab rlt is up in" in up.stdout and up.stdout.count("done in") >= 8, up.stdout
+        assert f"lab {NAME} is up in" in up.stdout and up.stdout.count("done in") >= 8, up.stdout
         yield load(root_of(NAME))
     finally:
         lab_command("down")

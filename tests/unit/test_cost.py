@@ -108,7 +108,7 @@ def test_tunnels_per_pair_are_the_meshs() -> None:
     assert cost.tunnels_per_pair(gcp, azure) == 1
     active = azure.model_copy(update={"active_active": True})
     assert cost.tunnels_per_pair(gcp, active) == 2, "active-active Azure: two HA VPN tunnels"
-    assert cost.tunnels_per_pair(active, proxmox) == 1
+    assert cost.tunnels_per_pair(active, proxmox) == 2, "active-active Azure: a tunnel from each instance to a strongSwan peer"
     assert cost.site_tunnels(cfg, gcp) == 3
     assert cost.site_tunnels(cfg, azure) == 3
 

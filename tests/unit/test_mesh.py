@@ -14,6 +14,7 @@ import pytest
 
 from resinfra.mesh import crypto
 from resinfra.mesh.emulate import crypto_of
+from resinfra.mesh.plan import LinkPlan, plan_links
 from resinfra.offline import DeclaredResource, OfflineRun, run_offline
 from tests.conftest import shape
 
@@ -54,7 +55,7 @@ def mesh_psks(run: OfflineRun) -> list[DeclaredResource]:
 
 
 def psk_values(run: OfflineRun) -> dict[tuple[str, str, int], str]:
-    """PSK by (site a, site b, tunnel) from the RandomPassword resources."""
+    """PSK by (site a, site b, connection) from the RandomPassword resources."""
     out = {}
     for r in mesh_psks(run):
         match = re.fullmatch(r"ri-dev-(\w+)-psk-(\w+)-(\d)", r.name)
@@ -82,7 +83,10 @@ def swanctl_connections(text: str) -> dict[str, dict[str, Any]]:
             "esp": value("esp_proposals"),
             "local_ts": value("local_ts").split(","),
             "remote_ts": value("remote_ts").split(","),
+            "if_id": next((int(m[1]) for m in re.finditer(r"^\s+if_id_out = (\d+)$", block, flags=re.MULTILINE)), None),
         }
+        if conns[match[1]]["if_id"] is not None:
+            assert f"if_id_in = {conns[match[1]]['if_id']}" in block, "in and out on the same XFRM interface"
     for match in re.finditer(r"ike-(\S+) \{\n\s+id-local = (\S+)\n\s+id-remote = (\S+)\n\s+secret = 0s(\S+)", body[1]):
         conns[match[1]]["psk"] = base64.b64decode(match[4]).decode()
         assert (match[2], match[3]) == (conns[match[1]]["local"], conns[match[1]]["remote"])
@@ -119,6 +123,10 @@ def sites_of(run: OfflineRun) -> list[str]:
     return [s.name for s in sorted(run.config.sites, key=lambda s: s.number)]
 
 
+def links_of(run: OfflineRun) -> dict[str, LinkPlan]:
+    return {link.name: link for link in plan_links(run.config, run.result.plan)}
+
+
 # -- the properties ------------------------------------------------------------------------
 
 
@@ -126,24 +134,25 @@ def test_exactly_one_link_per_pair(run: OfflineRun) -> None:
     pairs = {f"{a}-{b}" for a, b in itertools.combinations(sites_of(run), 2)}
     names = [t["name"] for t in run.outputs["tunnels"]]
     assert sorted(names) == sorted(pairs)
-    assert len(mesh_psks(run)) == sum(t["tunnels"] for t in run.outputs["tunnels"])
+    assert len(mesh_psks(run)) == sum(t["connections"] for t in run.outputs["tunnels"])
 
 
 def test_both_ends_of_every_tunnel_exist_and_mirror_each_other(run: OfflineRun) -> None:
     views = ends(run)
     psks = psk_values(run)
+    plans = links_of(run)
     for link in run.outputs["tunnels"]:
         a, b = (e["site"] for e in link["ends"])
-        for index in range(link["tunnels"]):
-            name = f"{link['name']}-{index}"
+        for tunnel in plans[link["name"]].tunnels:
+            name = f"{link['name']}-{tunnel.index}"
             end_a, end_b = views[name, a], views[name, b]
             assert (end_a["local"], end_a["remote"]) == (end_b["remote"], end_b["local"]), name
-            assert end_a["psk"] == end_b["psk"] == psks[a, b, index], f"{name}: both ends carry the tunnel's own PSK"
+            assert end_a["psk"] == end_b["psk"] == psks[a, b, tunnel.connection], f"{name}: both ends carry the connection's own PSK"
             assert len(end_a["psk"]) >= 32
             assert end_a["crypto"] == end_b["crypto"] == crypto.POLICY, name
             assert (end_a["local_ts"], end_a["remote_ts"]) == (end_b["remote_ts"], end_b["local_ts"]), f"{name}: mirrored selectors"
             assert end_a["secret_file"] and end_b["secret_file"]
-    assert len(set(psks.values())) == len(psks), "a PSK per tunnel, never one shared key"
+    assert len(set(psks.values())) == len(psks), "a PSK per connection, never one shared key"
 
 
 def test_static_selectors_are_the_site_blocks(run: OfflineRun) -> None:
@@ -179,65 +188,103 @@ def test_psks_reach_every_end_as_secrets(run: OfflineRun) -> None:
             assert f.secret, f"{f.machine}/{f.filename} holds a PSK but is not secret"
 
 
+def check_azure_description(run: OfflineRun, d: dict[str, Any]) -> None:
+    """Azure's description is what its gateway, local network gateways and connections receive."""
+    peer = d["peerSite"]
+    gateway = run.by_name("ri-dev-azure-vpn-gw")
+    vnet = run.by_name("ri-dev-azure-vnet")
+    pips = {ip.name: ip.outputs["ipAddress"] for ip in run.of_type("azure-native:network:PublicIPAddress") if "vpn-gw-pip" in ip.name}
+    described = d["gateway"]
+    assert described["asn"] == gateway.inputs["bgpSettings"]["asn"]
+    assert described["activeActive"] is bool(gateway.inputs["activeActive"])
+    assert described["vnetAddressSpace"] == vnet.inputs["addressSpace"]["addressPrefixes"]
+    assert sorted(i["publicAddress"] for i in described["instances"]) == sorted(pips.values())
+    declared_custom = {
+        p["ipconfigurationId"].rsplit("-", 1)[-1]: p["customBgpIpAddresses"] for p in gateway.inputs["bgpSettings"].get("bgpPeeringAddresses", [])
+    }
+    for instance in described["instances"]:
+        assert instance["customBgpAddresses"] == declared_custom.get(str(instance["index"]), [])
+    for c in d["connections"]:
+        conn = run.by_name(f"ri-dev-azure-conn-{peer}-{c['index']}")
+        lng = run.by_name(f"ri-dev-azure-lng-{peer}-{c['index']}")
+        assert conn.inputs["sharedKey"] == c["psk"]
+        assert conn.inputs["ipsecPolicies"] == [d["ipsecPolicy"]]
+        assert conn.inputs["connectionProtocol"] == "IKEv2" and conn.inputs["connectionType"] == "IPsec"
+        assert conn.inputs["dpdTimeoutSeconds"] == d["dpdTimeoutSeconds"]
+        assert conn.inputs["localNetworkGateway2"]["id"] == lng.id
+        assert conn.inputs["enableBgp"] is c["enableBgp"]
+        assert bool(conn.inputs.get("usePolicyBasedTrafficSelectors")) is c["usePolicyBasedTrafficSelectors"]
+        assert lng.inputs["gatewayIpAddress"] == c["localNetworkGateway"]["gatewayIpAddress"]
+        assert lng.inputs.get("localNetworkAddressSpace", {}).get("addressPrefixes", []) == c["localNetworkGateway"]["addressPrefixes"]
+        bgp = c["localNetworkGateway"]["bgp"]
+        assert lng.inputs.get("bgpSettings") == (None if bgp is None else {"asn": bgp["asn"], "bgpPeeringAddress": bgp["peeringAddress"]})
+        custom = [(int(x["ipConfigurationId"].rsplit("-", 1)[-1]), x["customBgpIpAddress"]) for x in conn.inputs.get("gatewayCustomBgpIpAddresses", [])]
+        assert custom == [(x["instance"], x["address"]) for x in c["customBgpAddresses"]]
+        for instance, address in custom:
+            assert address in declared_custom[str(instance)], "a connection names an address its instance carries"
+    for t in d["tunnels"]:
+        connection = next(c for c in d["connections"] if c["index"] == t["connection"])
+        assert (t["peerAddress"], t["psk"]) == (connection["localNetworkGateway"]["gatewayIpAddress"], connection["psk"])
+        assert t["localAddress"] in pips.values()
+        if t["bgp"]:
+            assert d["advertises"] == vnet.inputs["addressSpace"]["addressPrefixes"]
+        else:
+            assert connection["localNetworkGateway"]["addressPrefixes"] == t["remoteTrafficSelectors"]
+            assert vnet.inputs["addressSpace"]["addressPrefixes"] == t["localTrafficSelectors"]
+
+
+def check_gcp_description(run: OfflineRun, d: dict[str, Any]) -> None:
+    """GCP's description is what its VPN gateways, tunnels, routes and Cloud Router receive."""
+    peer = d["peerSite"]
+    assert d["subnets"] == [run.by_name("ri-dev-gcp-subnet").inputs["ipCidrRange"]]
+    for t in d["tunnels"]:
+        i = t["index"]
+        tunnel = run.by_name(f"ri-dev-gcp-tun-{peer}-{i}")
+        assert tunnel.inputs["sharedSecret"] == t["psk"]
+        assert tunnel.inputs["ikeVersion"] == d["ikeVersion"] == 2
+        assert tunnel.inputs["cipherSuite"] == d["cipherSuite"]
+        if t["bgp"]:
+            bgp = t["bgp"]
+            external = run.by_name(f"ri-dev-gcp-peer-{peer}")
+            assert (tunnel.inputs["vpnGatewayInterface"], tunnel.inputs["peerExternalGatewayInterface"]) == (t["gatewayInterface"], t["peerInterface"])
+            assert external.inputs["interfaces"][int(tunnel.inputs["peerExternalGatewayInterface"])]["ipAddress"] == t["peerAddress"]
+            ha = run.by_name("ri-dev-gcp-vpn-gw").outputs["vpnInterfaces"]
+            assert ha[int(tunnel.inputs["vpnGatewayInterface"])]["ipAddress"] == t["localAddress"]
+            assert [i["ipAddress"] for i in d["gateway"]["interfaces"]] == [i["ipAddress"] for i in ha]
+            interface = run.by_name(f"ri-dev-gcp-if-{peer}-{i}")
+            router_peer = run.by_name(f"ri-dev-gcp-bgp-{peer}-{i}")
+            assert interface.inputs["ipRange"] == f"{bgp['localAddress']}/30"
+            assert ipaddress.IPv4Network(bgp["ipRange"]) == ipaddress.IPv4Interface(interface.inputs["ipRange"]).network
+            assert (router_peer.inputs["peerIpAddress"], router_peer.inputs["peerAsn"]) == (bgp["peerAddress"], bgp["peerAsn"])
+            assert router_peer.inputs["ipAddress"] == bgp["localAddress"]
+            router = run.by_name("ri-dev-gcp-router").inputs["bgp"]
+            assert router["asn"] == bgp["localAsn"] == d["cloudRouter"]["asn"]
+            assert router["advertiseMode"] == d["cloudRouter"]["advertiseMode"]
+            assert d["advertises"] == [run.by_name("ri-dev-gcp-subnet").inputs["ipCidrRange"]]
+        else:
+            assert tunnel.inputs["peerIp"] == t["peerAddress"]
+            assert run.by_name("ri-dev-gcp-cvpn-ip").outputs["address"] == t["localAddress"] == d["gateway"]["ipAddress"]
+            assert (tunnel.inputs["localTrafficSelectors"], tunnel.inputs["remoteTrafficSelectors"]) == (
+                t["localTrafficSelectors"],
+                t["remoteTrafficSelectors"],
+            )
+    if d["routing"] == "static":
+        declared = [r for r in run.of_type("gcp:compute/route:Route") if r.name.startswith(f"ri-dev-gcp-rt-{peer}-")]
+        tunnels = {run.by_name(f"ri-dev-gcp-tun-{peer}-{t['index']}").id: t["index"] for t in d["tunnels"]}
+        assert sorted((r.inputs["destRange"], r.inputs["priority"], tunnels[r.inputs["nextHopVpnTunnel"]]) for r in declared) == sorted(
+            (r["destRange"], r["priority"], r["nextHopTunnel"]) for r in d["routes"]
+        )
+
+
 def test_azure_and_gcp_receive_exactly_the_description(run: OfflineRun) -> None:
     """The JSON descriptions (what the emulated ends are built from) equal the declared inputs."""
     descriptions = [json.loads(f.content) for f in run.files if f.purpose == "managed-ipsec"]
+    assert descriptions or run.result.mesh is None or not any(s.provider in ("azure", "gcp") for s in run.config.sites)
     for d in descriptions:
-        peer = d["peerSite"]
-        for t in d["tunnels"]:
-            i = t["index"]
-            if d["cloud"] == "azure":
-                conn = run.by_name(f"ri-dev-azure-conn-{peer}-{i}")
-                lng = run.by_name(f"ri-dev-azure-lng-{peer}-{i}")
-                assert conn.inputs["sharedKey"] == t["psk"]
-                assert conn.inputs["ipsecPolicies"] == [d["ipsecPolicy"]]
-                assert conn.inputs["connectionProtocol"] == "IKEv2" and conn.inputs["connectionType"] == "IPsec"
-                assert conn.inputs["dpdTimeoutSeconds"] == d["dpdTimeoutSeconds"]
-                assert lng.inputs["gatewayIpAddress"] == t["peerAddress"]
-                assert conn.inputs["localNetworkGateway2"]["id"] == lng.id
-                gateway = run.by_name("ri-dev-azure-vpn-gw")
-                assert t["localAddress"] in {ip.outputs["ipAddress"] for ip in run.of_type("azure-native:network:PublicIPAddress") if "vpn-gw-pip" in ip.name}
-                if t["bgp"]:
-                    bgp = t["bgp"]
-                    assert conn.inputs["enableBgp"] is True
-                    assert [c["customBgpIpAddress"] for c in conn.inputs["gatewayCustomBgpIpAddresses"]] == [bgp["localAddress"]]
-                    assert lng.inputs["bgpSettings"] == {"asn": bgp["peerAsn"], "bgpPeeringAddress": bgp["peerAddress"]}
-                    assert gateway.inputs["bgpSettings"]["asn"] == bgp["localAsn"]
-                    custom = [a for p in gateway.inputs["bgpSettings"]["bgpPeeringAddresses"] for a in p["customBgpIpAddresses"]]
-                    assert bgp["localAddress"] in custom
-                    assert d["advertises"] == run.by_name("ri-dev-azure-vnet").inputs["addressSpace"]["addressPrefixes"]
-                else:
-                    assert conn.inputs["usePolicyBasedTrafficSelectors"] is True and conn.inputs["enableBgp"] is False
-                    assert lng.inputs["localNetworkAddressSpace"]["addressPrefixes"] == t["remoteTrafficSelectors"]
-                    assert run.by_name("ri-dev-azure-vnet").inputs["addressSpace"]["addressPrefixes"] == t["localTrafficSelectors"]
-            else:
-                tunnel = run.by_name(f"ri-dev-gcp-tun-{peer}-{i}")
-                assert tunnel.inputs["sharedSecret"] == t["psk"]
-                assert tunnel.inputs["ikeVersion"] == d["ikeVersion"] == 2
-                assert tunnel.inputs["cipherSuite"] == d["cipherSuite"]
-                if t["bgp"]:
-                    bgp = t["bgp"]
-                    external = run.by_name(f"ri-dev-gcp-peer-{peer}")
-                    assert external.inputs["interfaces"][int(tunnel.inputs["peerExternalGatewayInterface"])]["ipAddress"] == t["peerAddress"]
-                    ha = run.by_name("ri-dev-gcp-vpn-gw").outputs["vpnInterfaces"]
-                    assert ha[int(tunnel.inputs["vpnGatewayInterface"])]["ipAddress"] == t["localAddress"]
-                    interface = run.by_name(f"ri-dev-gcp-if-{peer}-{i}")
-                    router_peer = run.by_name(f"ri-dev-gcp-bgp-{peer}-{i}")
-                    assert interface.inputs["ipRange"] == f"{bgp['localAddress']}/30"
-                    assert ipaddress.IPv4Network(bgp["ipRange"]) == ipaddress.IPv4Interface(interface.inputs["ipRange"]).network
-                    assert (router_peer.inputs["peerIpAddress"], router_peer.inputs["peerAsn"]) == (bgp["peerAddress"], bgp["peerAsn"])
-                    assert router_peer.inputs["ipAddress"] == bgp["localAddress"]
-                    assert run.by_name("ri-dev-gcp-router").inputs["bgp"]["asn"] == bgp["localAsn"]
-                    assert d["advertises"] == [run.by_name("ri-dev-gcp-subnet").inputs["ipCidrRange"]]
-                else:
-                    assert tunnel.inputs["peerIp"] == t["peerAddress"]
-                    assert run.by_name("ri-dev-gcp-cvpn-ip").outputs["address"] == t["localAddress"]
-                    assert (tunnel.inputs["localTrafficSelectors"], tunnel.inputs["remoteTrafficSelectors"]) == (
-                        t["localTrafficSelectors"],
-                        t["remoteTrafficSelectors"],
-                    )
-                    route = run.by_name(f"ri-dev-gcp-rt-{peer}-{i}")
-                    assert route.inputs["destRange"] == t["remoteTrafficSelectors"][0]
+        if d["cloud"] == "azure":
+            check_azure_description(run, d)
+        else:
+            check_gcp_description(run, d)
 
 
 def test_bgp_addresses_and_asns_mirror_and_apipa_is_unique(run: OfflineRun) -> None:
@@ -276,6 +323,94 @@ def test_active_active_gives_two_tunnels_on_both_interfaces(mesh_runs: dict[str,
     assert all(p["ipconfigurationId"].startswith("/subscriptions/") for p in peering)
     single = mesh_runs["all-four"].by_name("ri-dev-gcp-peer-azure")
     assert single.inputs["redundancyType"] == "SINGLE_IP_INTERNALLY_REDUNDANT"
+
+
+def test_active_active_bgp_connections_name_both_instances(mesh_runs: dict[str, OfflineRun]) -> None:
+    """Azure brings up a tunnel from each instance for every connection: each names both instances' BGP addresses."""
+    run = mesh_runs["all-four-active-active"]
+    for index in (0, 1):
+        custom = run.by_name(f"ri-dev-azure-conn-gcp-{index}").inputs["gatewayCustomBgpIpAddresses"]
+        assert [c["ipConfigurationId"].rsplit("/", 1)[-1] for c in custom] == ["ipconfig-0", "ipconfig-1"]
+    single = mesh_runs["all-four"].by_name("ri-dev-azure-conn-gcp-0").inputs["gatewayCustomBgpIpAddresses"]
+    assert [c["ipConfigurationId"].rsplit("/", 1)[-1] for c in single] == ["ipconfig-0"]
+
+
+def azure_advertised(run: OfflineRun) -> list[ipaddress.IPv4Network]:
+    """What an Azure VNet gateway with BGP advertises to its BGP peers, read from the declared
+    resources: its VNet's address space and the prefixes of every local network gateway
+    (Microsoft, "About BGP and VPN Gateway" FAQ; they cannot be filtered)."""
+    prefixes = [p for v in run.of_type("azure-native:network:VirtualNetwork") for p in v.inputs["addressSpace"]["addressPrefixes"]]
+    prefixes += [
+        p for lng in run.of_type("azure-native:network:LocalNetworkGateway") for p in lng.inputs.get("localNetworkAddressSpace", {}).get("addressPrefixes", [])
+    ]
+    return [ipaddress.IPv4Network(p) for p in prefixes]
+
+
+def test_gcp_routes_to_strongswan_sites_win_over_what_azure_advertises(run: OfflineRun) -> None:
+    """GCP chooses the most specific route first (docs.cloud.google.com/vpc/docs/routes, "Routing
+    order"): its routes to a strongSwan site must be more specific than any prefix Azure
+    re-advertises to its Cloud Router, and cover exactly the peer's block (what the tunnel's
+    selectors carry), or GCP's traffic to that site could leave through Azure and be dropped."""
+    routes = run.of_type("gcp:compute/route:Route")
+    tunnels = {t.id: t for t in run.of_type("gcp:compute/vPNTunnel:VPNTunnel")}
+    advertised = azure_advertised(run) if run.of_type("gcp:compute/routerPeer:RouterPeer") else []
+    by_tunnel: dict[str, list[ipaddress.IPv4Network]] = {}
+    for route in routes:
+        destination = ipaddress.IPv4Network(route.inputs["destRange"])
+        for prefix in advertised:
+            if prefix.overlaps(destination):
+                assert destination.prefixlen > prefix.prefixlen, f"{route.name}: {destination} does not beat Azure's {prefix}"
+        by_tunnel.setdefault(route.inputs["nextHopVpnTunnel"], []).append(destination)
+    for tunnel_id, destinations in by_tunnel.items():
+        (selector,) = tunnels[tunnel_id].inputs["remoteTrafficSelectors"]
+        assert sorted(ipaddress.collapse_addresses(destinations)) == [ipaddress.IPv4Network(selector)], "the routes cover the peer's block exactly"
+    if run.of_type("azure-native:network:LocalNetworkGateway") and routes and advertised:
+        assert any(p.overlaps(ipaddress.IPv4Network(r.inputs["destRange"])) for r in routes for p in advertised), "the stack has the conflict"
+
+
+def test_strongswan_ends_accept_both_instances_of_an_active_active_azure_gateway(mesh_runs: dict[str, OfflineRun]) -> None:
+    """Azure's active-active instances each bring up a tunnel for the connection and send over
+    both: a strongSwan gateway has a route-based connection to each instance address, with the
+    connection's one key, the same selectors and its own XFRM interface."""
+    run = mesh_runs["all-four-active-active"]
+    instances = sorted(ip.outputs["ipAddress"] for ip in run.of_type("azure-native:network:PublicIPAddress") if "vpn-gw-pip" in ip.name)
+    assert len(instances) == 2
+    for site in ("hetzner", "proxmox"):
+        swanctl = next(f.content for f in run.files if f.purpose == "swanctl" and f.machine == f"ri-dev-{site}-gw")
+        conns = swanctl_connections(swanctl)
+        pair = [conns[f"azure-{site}-{i}"] for i in (0, 1)]
+        assert sorted(c["remote"] for c in pair) == instances
+        assert pair[0]["psk"] == pair[1]["psk"] == run.by_name(f"ri-dev-azure-conn-{site}-0").inputs["sharedKey"]
+        assert (pair[0]["local_ts"], pair[0]["remote_ts"]) == (pair[1]["local_ts"], pair[1]["remote_ts"])
+        if_ids = [c["if_id"] for c in pair]
+        assert None not in if_ids and len(set(if_ids)) == 2
+        assert all(c["if_id"] is None for name, c in conns.items() if not name.startswith("azure-")), "other tunnels stay policy-based"
+        # One local network gateway and one connection on Azure's side for that peer.
+        assert [r.name for r in run.of_type("azure-native:network:VirtualNetworkGatewayConnection") if f"-conn-{site}-" in r.name] == [
+            f"ri-dev-azure-conn-{site}-0"
+        ]
+        # The gateway gets those XFRM interfaces before charon loads the tunnels.
+        push = run.by_name(f"ri-dev-{site}-gw-swanctl").inputs["stdin"]
+        for if_id in if_ids:
+            assert f"if_id {if_id}" in push
+        assert push.index("systemctl restart resinfra-xfrm.service") < push.index("swanctl --load-all")
+    plain = mesh_runs["all-four"]
+    for site in ("hetzner", "proxmox"):
+        push = plain.by_name(f"ri-dev-{site}-gw-swanctl").inputs["stdin"]
+        assert "xfrm" not in push and "if_id" not in push
+
+
+def test_azure_connections_are_created_one_after_another(run: OfflineRun) -> None:
+    """Azure serialises operations on a VNet gateway (409 AnotherOperationInProgress, retried
+    only three times by azure-native): its connections form one chain of dependencies."""
+    connections = run.of_type("azure-native:network:VirtualNetworkGatewayConnection")
+    urns = {c.urn for c in connections}
+    follows = {c.urn: [d for d in c.dependencies if d in urns] for c in connections}
+    firsts = [urn for urn, deps in follows.items() if not deps]
+    assert len(firsts) == (1 if connections else 0), f"{len(firsts)} connections start at once"
+    assert all(len(deps) <= 1 for deps in follows.values())
+    followed = [d for deps in follows.values() for d in deps]
+    assert len(set(followed)) == len(followed), "no connection has two successors: a single chain"
 
 
 WEAK = {w.lower() for w in crypto.FORBIDDEN}

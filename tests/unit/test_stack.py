@@ -52,6 +52,8 @@ EXPECTED_PER_SITE = {
     },
     "proxmox": {
         "pulumi:providers:proxmoxve": 1,
+        "pulumi:providers:command": 1,
+        "command:remote:Command": 1,
         "proxmoxve:index/fileLegacy:FileLegacy": 3,
         "proxmoxve:index/vmLegacy:VmLegacy": 3,
         "proxmoxve:firewall/optionsLegacy:OptionsLegacy": 3,
