@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -57,6 +58,8 @@ def read_stack_config(path: Path) -> tuple[dict[str, Any], list[str]]:
     values = document.get("config") if isinstance(document, dict) else None
     if not isinstance(values, dict):
         raise StackFileError(f"{path}: has no 'config:' map of stack settings")
+    for warning in config.plaintext_secret_warnings(values):
+        print(f"resinfra: warning: {warning}", file=sys.stderr)
     secret_keys = []
     for key, value in list(values.items()):
         if _is_secure(value):
@@ -264,6 +267,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_with_mode(path: Path, content: str, mode: int) -> None:
+    """Write ``path`` as a new file that has ``mode`` before it holds a byte, then move it into place.
+
+    Writing first and chmod-ing after leaves a window in which a secret is readable by others
+    (a new file gets 0666 less the umask); an existing file keeps its old mode when rewritten.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o600)
+    try:
+        os.fchmod(fd, mode)  # the umask may have narrowed it; while empty it was never wider than 0600
+        data = content.encode()
+        while data:
+            data = data[os.write(fd, data) :]
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     run, _, _, _ = run_stack(args)
     warning = format_placeholders([problem_row(p) for p in run.refused], [problem_row(p) for p in run.placeholder_notes])
@@ -274,9 +295,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     for f in run.files:
         target = out / f.machine / f.filename
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(f.content)
-        # Files holding secrets (PSKs, tokens) are readable by the owner only.
-        target.chmod(0o600 if f.secret else 0o644)
+        # Files holding secrets (PSKs, tokens) are readable by the owner only, from their first byte.
+        write_with_mode(target, f.content, 0o600 if f.secret else 0o644)
         written += 1
         print(f"{f.purpose:12s} {target}")
     print(f"{written} files written to {out}")

@@ -36,6 +36,18 @@ repr); the program reads them as Pulumi secrets. Each must be present."""
 OPTIONAL_SECRET_KEYS = frozenset({"notificationWebhookUrl", "healerEnvironment", "healerGoogleCredentials"})
 """Secret ``resinfra:*`` keys that may be absent; handled like :data:`SECRET_KEYS` otherwise."""
 URL_SECRET_KEYS = frozenset({"notificationWebhookUrl"})
+PROVIDER_SECRET_KEYS = frozenset(
+    {
+        "hcloud:token",  # pulumi_hcloud/config/vars.py: token (HCLOUD_TOKEN)
+        "gcp:credentials",  # pulumi_gcp/config/vars.py: credentials (a service-account key)
+        "gcp:accessToken",
+        "azure-native:clientSecret",  # pulumi_azure_native/config/vars.py: client_secret
+        "azure-native:clientCertificatePassword",
+        "proxmoxve:password",  # pulumi_proxmoxve/config/vars.py: password, api_token
+        "proxmoxve:apiToken",
+    }
+)
+"""Provider credentials in a stack file: they belong there only encrypted (``secure:``)."""
 """Secret keys whose value must be an http(s) URL (checked without ever echoing the value)."""
 HEALER_ENVIRONMENT_NAMES = frozenset(
     {
@@ -349,6 +361,9 @@ class HealerConfig(_Model):
     """Replace a strongSwan gateway VM when its site alone is partitioned (and a gateway VM that NodeDown reports)."""
     repair_timeout_seconds: int = Field(default=2700, ge=300, le=21_600)
     """An update that takes longer is interrupted (SIGINT, then SIGTERM) and counted as failed."""
+    settle_seconds: int | None = Field(default=None, ge=0, le=3600)
+    """A NodeDown waits this long before its machine is replaced, so a partition of its site reported a moment later
+    cancels it. Unset: one scrape interval and two rule evaluations (45 s with the production timings)."""
 
 
 MAX_EGRESS_GB_PER_MONTH = 1_000_000
@@ -374,7 +389,11 @@ class StackConfig(_Model):
     admin_cidrs: list[Cidr] = Field(min_length=1)
     """Networks allowed to reach SSH on every machine."""
     allow_ssh_from_anywhere: bool = False
-    """Must be true to accept 0.0.0.0/0 in adminCidrs."""
+    """Must be true to accept adminCidrs that together cover more than ``adminCidrsMaxShare`` of the public IPv4
+    space, or any public /8 or wider (0.0.0.0/0, but also 0.0.0.0/1 + 128.0.0.0/1)."""
+    admin_cidrs_max_share: float = Field(default=1 / 1024, gt=0, le=1)
+    """Largest share of the public IPv4 space adminCidrs may cover together without allowSshFromAnywhere
+    (default 1/1024, about 4 million addresses: a /10)."""
     admin_user: DnsLabel = "resinfra"
     ssh_public_key: str = Field(min_length=1)
     """OpenSSH public key of the admin user; ``resinfra:sshPrivateKey`` (secret) is its private half."""
@@ -610,16 +629,7 @@ def check_stack(cfg: StackConfig) -> list[Problem]:
         )
         return problems
 
-    for i, cidr in enumerate(cfg.admin_cidrs):
-        net = ipaddress.IPv4Network(cidr)
-        if net.prefixlen == 0 and not cfg.allow_ssh_from_anywhere:
-            problems.append(
-                Problem(
-                    key_path(["adminCidrs", i]),
-                    "0.0.0.0/0 opens SSH on every machine to the whole internet",
-                    "list your office or VPN ranges, or set resinfra:allowSshFromAnywhere to true if you really mean it",
-                )
-            )
+    problems += _check_admin_cidrs(cfg)
 
     if not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( .*)?$", cfg.ssh_public_key):
         problems.append(
@@ -747,6 +757,62 @@ def _check_mesh(cfg: StackConfig) -> list[Problem]:
         peers = [s for s in named if s.name != site.name]
         problems += [Problem(key_path(["sites", i, "name"]), msg, fix) for msg, fix in naming.check_mesh_names(cfg.prefix, site, peers)]
     return problems
+
+
+NOT_PUBLIC_IPV4 = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24",
+        "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
+    )
+)  # fmt: skip
+"""IPv4 ranges that are not globally reachable (IANA IPv4 Special-Purpose Address Registry,
+https://www.iana.org/assignments/iana-ipv4-special-registry/): SSH open to them is not open to the internet."""
+PUBLIC_IPV4_ADDRESSES = 2**32 - sum(n.num_addresses for n in NOT_PUBLIC_IPV4)
+
+
+def _overlap(a: ipaddress.IPv4Network, b: ipaddress.IPv4Network) -> int:
+    return a.num_addresses if a.subnet_of(b) else b.num_addresses if b.subnet_of(a) else 0
+
+
+def public_ipv4_coverage(cidrs: list[str]) -> tuple[int, list[ipaddress.IPv4Network]]:
+    """How many public IPv4 addresses ``cidrs`` cover together, and the public /8-or-wider blocks among them.
+
+    Overlaps count once (the networks are collapsed first). Example:
+    ``public_ipv4_coverage(["0.0.0.0/1", "128.0.0.0/1"])`` covers every public address.
+    """
+    networks = list(ipaddress.collapse_addresses(ipaddress.IPv4Network(c, strict=False) for c in cidrs))
+    covered = 0
+    for net in networks:
+        # Two CIDR blocks are nested or disjoint, and the special-purpose blocks are disjoint from each other.
+        covered += net.num_addresses - sum(_overlap(net, p) for p in NOT_PUBLIC_IPV4)
+    wide = [n for n in networks if n.prefixlen <= 8 and not any(n.subnet_of(p) for p in NOT_PUBLIC_IPV4)]
+    return covered, wide
+
+
+def _too_wide(covered: int, wide: list[ipaddress.IPv4Network], max_share: float) -> bool:
+    return bool(wide) or covered / PUBLIC_IPV4_ADDRESSES > max_share
+
+
+def _check_admin_cidrs(cfg: StackConfig) -> list[Problem]:
+    """adminCidrs judged together: the public address space they open SSH to, not the prefix of one entry."""
+    if cfg.allow_ssh_from_anywhere:
+        return []
+    covered, wide = public_ipv4_coverage(list(cfg.admin_cidrs))
+    share = covered / PUBLIC_IPV4_ADDRESSES
+    if not _too_wide(covered, wide, cfg.admin_cidrs_max_share):
+        return []
+    what = f"{', '.join(map(str, wide))} {'is' if len(wide) == 1 else 'are'} public /8 or wider" if wide else ""
+    amount = f"{'together they' if len(cfg.admin_cidrs) > 1 else 'it'} open{'s' * (len(cfg.admin_cidrs) == 1)} SSH on every machine to {share:.2%} of the public IPv4 space ({covered:,} addresses)"
+    # The key of the one entry that is too wide by itself, else the list's (the entries are too wide together).
+    alone = next((i for i, c in enumerate(cfg.admin_cidrs) if _too_wide(*public_ipv4_coverage([c]), cfg.admin_cidrs_max_share)), None)
+    return [
+        Problem(
+            key_path(["adminCidrs"] if alone is None else ["adminCidrs", alone]),
+            "; ".join(x for x in (what, amount) if x) + f", over adminCidrsMaxShare ({cfg.admin_cidrs_max_share:.4%})" * (share > cfg.admin_cidrs_max_share),
+            "list your office or VPN ranges, or set resinfra:allowSshFromAnywhere to true if you really mean it",
+        )
+    ]
 
 
 def _check_healer(healer: HealerConfig) -> list[Problem]:
@@ -926,6 +992,26 @@ def _json_secret(values: Mapping[str, Any], key: str) -> tuple[bool, Any]:
         except json.JSONDecodeError:
             return True, None
     return True, value
+
+
+def plaintext_secret_warnings(config_map: Mapping[str, Any]) -> list[str]:
+    """Warnings for secrets written in clear in a stack file's ``config:`` map (``secure:`` values are fine).
+
+    The program reads them all the same, so this is a warning, not an error: the value is in the
+    repository and in every copy of the file. Example: ``resinfra:sshPrivateKey: "-----BEGIN..."``
+    gives one warning naming the key and ``pulumi config set --secret``.
+    """
+    secret = {f"{NAMESPACE}:{k}" for k in SECRET_KEYS | OPTIONAL_SECRET_KEYS} | PROVIDER_SECRET_KEYS
+    warnings = []
+    for key in sorted(k for k in config_map if k in secret):
+        value = config_map[key]
+        if value in (None, "") or (isinstance(value, Mapping) and set(value) == {"secure"}):
+            continue
+        warnings.append(
+            f"{key}: a secret is written in clear in the stack file (the value is not shown). "
+            f"Fix: remove it from the file and run: pulumi config set --secret {key} <value> (or < file)"
+        )
+    return warnings
 
 
 def _healer_secret_problems(values: Mapping[str, Any]) -> list[Problem]:

@@ -133,7 +133,7 @@ class ToolingVm(pulumi.ComponentResource):
         # Which files exist depends only on which secrets are set, not on their values.
         shape = HealerSecrets("", "set" if url else None, {}, "set" if healer.google_credentials else None)
         secrets_shape = healer_secrets_push(layout, shape)
-        program = healer_push(layout, tooling, healer.config, healer.stack, healer.bundle, shape)
+        program = healer_push(layout, tooling, healer.config, healer.stack, healer.bundle, shape, args.monitoring.timings)
         self.files += [PushedFile(secrets_shape.purpose, f.path, secrets.apply(lambda s, i=i: s.files[i].content)) for i, f in enumerate(secrets_shape.files)]
         self.files += [PushedFile(program.purpose, f.path, pulumi.Output.from_input(f.content)) for f in program.files]
         # The program push carries the project bundle (~250 KB of base64): wrapped as a secret so

@@ -8,12 +8,14 @@ is reachable from a test machine.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import json
 import logging
 import os
 import shutil
 import signal
-import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from resinfra.healer import leash
 from resinfra.healer.inventory import Machine, created_times, parse_inventory
 
 log = logging.getLogger("resinfra.healer.act")
@@ -212,10 +215,53 @@ def read_stack_inventory(ref: StackRef) -> tuple[list[Machine], dict[str, float]
     return parse_inventory(outputs["inventory"].value), created_times(deployment)
 
 
-class PulumiActuator:
-    """Replaces machines with ``pulumi up`` through the Automation API. Refuses to exist without the CLI."""
+def request_json(request: UpRequest) -> bytes:
+    return json.dumps({**dataclasses.asdict(request), "env": dict(request.env), "config": dict(request.config)}).encode()
 
-    def __init__(self, ref: StackRef, run: Callable[[UpRequest, float], RepairResult] = automation_up, cli_path: str | None = None):
+
+def request_from_json(data: bytes) -> UpRequest:
+    raw = json.loads(data)
+    return UpRequest(**{**raw, "replace": tuple(raw["replace"]), "target": tuple(raw["target"])})
+
+
+RESULT_MARK = "resinfra-repair-result: "
+
+
+def automation_up_leashed(request: UpRequest, timeout: float) -> RepairResult:
+    """:func:`automation_up` in a process group of its own (``python -m resinfra.healer.act``, the request on stdin: it
+    carries credentials), so the Pulumi CLI it starts is stopped with the healer (:mod:`resinfra.healer.leash`)."""
+    # The child interrupts its own update after ``timeout``; the leash's deadline is the backstop.
+    done = leash.run(
+        [sys.executable, "-m", "resinfra.healer.act", str(timeout)], os.environ, timeout + INTERRUPT_GRACE + 60, INTERRUPT_GRACE, request_json(request) + b"\n"
+    )
+    for line in reversed(done.output.splitlines()):
+        if line.startswith(RESULT_MARK):
+            raw = json.loads(line.removeprefix(RESULT_MARK))
+            return RepairResult(Outcome(raw["outcome"]), raw["detail"])
+    if done.returncode is None:
+        return RepairResult(Outcome.TIMEOUT, f"no result within {timeout:g} s; the update was stopped")
+    return RepairResult(Outcome.FAILED, f"the update process ended without a result (exit {done.returncode}): {done.output[-1000:]}")
+
+
+def main() -> int:
+    """The leashed update: an :class:`UpRequest` as JSON on stdin, ``automation_up(request, timeout)``, the result on stdout."""
+    # SIGINT reaches the whole group: the Pulumi CLI finishes what it started; this process waits for it.
+    signal.signal(signal.SIGINT, lambda *_: None)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    request = request_from_json(sys.stdin.buffer.readline())
+    timeout = float(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_UP_TIMEOUT
+    result = automation_up(request, timeout)
+    print(RESULT_MARK + json.dumps({"outcome": result.outcome.value, "detail": result.detail}), flush=True)
+    return 0
+
+
+DEFAULT_UP_TIMEOUT = 2700.0
+
+
+class PulumiActuator:
+    """Replaces machines with ``pulumi up`` through the Automation API, in its own process group. Refuses to exist without the CLI."""
+
+    def __init__(self, ref: StackRef, run: Callable[[UpRequest, float], RepairResult] = automation_up_leashed, cli_path: str | None = None):
         self.cli = require_pulumi_cli(cli_path)
         self.ref = ref
         self._run = run
@@ -224,14 +270,20 @@ class PulumiActuator:
         return self._run(up_request(self.ref, machine, reason), timeout)
 
 
+COMMAND_STOP_GRACE = 10.0
+"""Seconds a local action gets between SIGINT and SIGTERM after its timeout."""
+
+
 @dataclass
 class CommandActuator:
     """A local action: runs ``argv`` with the machine in its environment (``RESINFRA_MACHINE``, ``_SITE``, ``_ROLE``, ``_URN``).
 
     For the lab and loopback runs, where "replacing" a machine means restarting what stands in for it.
+    It runs in its own process group on a leash (:mod:`resinfra.healer.leash`).
     """
 
     argv: Sequence[str]
+    stop_grace: float = COMMAND_STOP_GRACE
 
     def replace(self, machine: Machine, reason: str, timeout: float) -> RepairResult:
         env = {
@@ -243,12 +295,12 @@ class CommandActuator:
             "RESINFRA_REASON": reason,
         }
         try:
-            done = subprocess.run(list(self.argv), env=env, capture_output=True, text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            return RepairResult(Outcome.TIMEOUT, f"{self.argv[0]} did not finish within {timeout:g} s")
+            done = leash.run(self.argv, env, timeout, self.stop_grace)
         except OSError as err:
             return RepairResult(Outcome.FAILED, f"{self.argv[0]}: {err}")
-        output = (done.stdout + done.stderr).strip()[-1000:]
+        output = done.output.strip()[-1000:]
+        if done.returncode is None:
+            return RepairResult(Outcome.TIMEOUT, f"{self.argv[0]} did not finish within {timeout:g} s: {output}")
         return RepairResult(Outcome.SUCCEEDED if done.returncode == 0 else Outcome.FAILED, f"exit {done.returncode}: {output}")
 
 
@@ -266,3 +318,7 @@ class CallableActuator:
         except Exception as err:  # a local action's failure is the repair's failure
             return RepairResult(Outcome.FAILED, f"{type(err).__name__}: {err}")
         return RepairResult(Outcome.SUCCEEDED, "local action done")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

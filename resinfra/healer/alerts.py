@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 NODE_DOWN = "NodeDown"
@@ -34,7 +34,10 @@ def parse_time(text: str) -> float:
         raise PayloadError(f"{text!r} is not an RFC 3339 time")
     frac = (match["frac"] or "0")[:6].ljust(6, "0")
     tz = "+00:00" if match["tz"] == "Z" else match["tz"]
-    return dt.datetime.fromisoformat(f"{match['base']}.{frac}{tz}").timestamp()
+    try:
+        return dt.datetime.fromisoformat(f"{match['base']}.{frac}{tz}").timestamp()
+    except (ValueError, OverflowError) as err:  # month 13, year 0, hour 25: shaped like a time, not one
+        raise PayloadError(f"{text!r} is not a valid time: {err}") from None
 
 
 def format_time(timestamp: float) -> str:
@@ -51,6 +54,8 @@ class Alert:
     labels: Mapping[str, str]
     starts_at: float
     fingerprint: str
+    noticed: float | None = None
+    """When the healer first heard of this episode (set by :class:`AlertBook`); None when unknown."""
 
     def label(self, key: str) -> str | None:
         return self.labels.get(key)
@@ -105,17 +110,30 @@ class AlertBook:
     _firing: dict[str, tuple[Alert, float]] = field(default_factory=dict)
 
     def apply(self, alerts: Iterable[Alert], received: float) -> list[Alert]:
-        """Record a payload's alerts; returns the firing alerts that were not active before."""
-        new = []
+        """Record a payload's alerts; returns what changed: firing alerts not active before (with ``noticed`` set) and every resolved one.
+
+        Alertmanager repeats a firing alert every ``repeat_interval``: a repeat changes nothing.
+        """
+        changed = []
         for alert in alerts:
             if alert.status == RESOLVED:
                 self._firing.pop(alert.fingerprint, None)
+                changed.append(alert)
                 continue
             previous = self._firing.get(alert.fingerprint)
             if previous is None or previous[0].starts_at != alert.starts_at:
-                new.append(alert)
+                alert = replace(alert, noticed=received)
+                changed.append(alert)
+            else:
+                alert = replace(alert, noticed=previous[0].noticed)
             self._firing[alert.fingerprint] = (alert, received)
-        return new
+        return changed
+
+    def __len__(self) -> int:
+        return len(self._firing)
+
+    def __contains__(self, fingerprint: str) -> bool:
+        return fingerprint in self._firing
 
     def active(self, now: float) -> list[Alert]:
         """Firing alerts heard from within the last ``ttl`` seconds, oldest first."""

@@ -9,17 +9,18 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from resinfra.healer.act import CommandActuator, PulumiActuator, PulumiCliMissing, StackRef, interrupt_pulumi, require_pulumi_cli
+from resinfra.healer.act import CommandActuator, PulumiActuator, PulumiCliMissing, StackRef, require_pulumi_cli
 from resinfra.healer.alerts import PayloadError
 from resinfra.healer.inventory import InventoryError, load_inventory
-from resinfra.healer.journal import Journal
+from resinfra.healer.journal import Journal, JournalDamaged, acknowledge
 from resinfra.healer.observe import AuditLog, Metrics, Notifier
 from resinfra.healer.receiver import Receiver
-from resinfra.healer.service import FileInventory, Healer, InventorySource, StackInventory
+from resinfra.healer.service import EarlierActionRunning, FileInventory, Healer, InventorySource, StackInventory
 from resinfra.healer.settings import load_settings, policy_settings, read_environment_file, read_secret_file
 from resinfra.healer.simulate import DEFAULT_REPAIR_SECONDS, format_steps, parse_arrivals, simulate, steps_json
 
@@ -46,6 +47,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], stack_a
     sim.add_argument("--repair-seconds", type=float, default=DEFAULT_REPAIR_SECONDS, help="how long a simulated repair takes (default 300)")
     stack_args(sim)
     sim.set_defaults(func=cmd_simulate)
+    ack = heal_sub.add_parser(
+        "acknowledge-journal",
+        help="after the healer refused a missing, truncated or corrupt journal (exit 2): move its files aside so it starts afresh",
+        description="Run only after checking the stack's recent updates (pulumi stack history): the healer no longer knows what it replaced.",
+    )
+    ack.add_argument("--settings", default=DEFAULT_SETTINGS, help=f"the healer's settings file (default {DEFAULT_SETTINGS})")
+    ack.set_defaults(func=cmd_acknowledge_journal)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -63,13 +71,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_acknowledge_journal(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.settings)
+    except (ValueError, OSError) as err:
+        print(f"resinfra heal acknowledge-journal: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    moved = acknowledge(settings.journal, time.time())
+    for path in moved:
+        print(f"kept as {path}")
+    print(f"the journal {settings.journal} is acknowledged: the healer starts with a new one (restart it: systemctl restart resinfra-healer)")
+    return 0
+
+
 def build_healer(args: argparse.Namespace) -> tuple[Healer, Receiver]:
     """The service from its settings file and the command line (raises PulumiCliMissing before anything starts)."""
     if not args.action_command:
         # First of all: without the CLI the Automation API fails only at the first repair.
         require_pulumi_cli()
     settings = load_settings(args.settings)
-    policy = policy_settings(settings.policy)
+    policy = policy_settings(settings.policy, settings.settle_seconds)
     if args.dry_run:
         policy = replace(policy, dry_run=True)
     inventory: InventorySource
@@ -88,11 +109,12 @@ def build_healer(args: argparse.Namespace) -> tuple[Healer, Receiver]:
     if not token:
         raise ValueError(f"{settings.token_file} holds no token")
     metrics = Metrics()
+    journal = Journal(settings.journal)  # JournalDamaged: the caller refuses to start
     healer = Healer(
         policy,
         inventory,
         actuator,
-        Journal(settings.journal),
+        journal,
         AuditLog(settings.audit_log),
         metrics,
         Notifier(read_secret_file(settings.notification_url_file)),
@@ -101,8 +123,14 @@ def build_healer(args: argparse.Namespace) -> tuple[Healer, Receiver]:
         tick=settings.tick_seconds,
         inventory_refresh=settings.inventory_refresh_seconds,
     )
-    receiver = Receiver(settings.listen_host, settings.listen_port, token, healer.on_alerts, metrics)
+    receiver = Receiver(settings.listen_host, settings.listen_port, token, healer.submit, metrics, health=healer.health)
     return healer, receiver
+
+
+EXIT_JOURNAL_DAMAGED = 2
+"""The unit's ``RestartPreventExitStatus``: systemd does not restart a healer that refused its journal."""
+EXIT_EARLIER_ACTION = 3
+"""An earlier process's action still runs: systemd restarts the healer after ``RestartSec`` (so it waits again)."""
 
 
 def cmd_heal(args: argparse.Namespace) -> int:
@@ -112,19 +140,26 @@ def cmd_heal(args: argparse.Namespace) -> int:
     except PulumiCliMissing as err:
         print(f"resinfra heal: refusing to start: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except JournalDamaged as err:
+        print(f"resinfra heal: refusing to act: {err}", file=sys.stderr)
+        return EXIT_JOURNAL_DAMAGED
     except (ValueError, OSError) as err:
         print(f"resinfra heal: {err}", file=sys.stderr)
         return EXIT_USAGE
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    healer.start()
+    try:
+        healer.start()
+    except EarlierActionRunning as err:
+        print(f"resinfra heal: {err}", file=sys.stderr)
+        return EXIT_EARLIER_ACTION
     receiver.start()
     print(f"resinfra healer listening on {receiver.host}:{receiver.port}", flush=True)
     stopping.wait()
     receiver.stop()
-    if healer.repairing and interrupt_pulumi():
-        print("resinfra heal: stopping during a repair: pulumi interrupted, waiting for it to finish what it started", file=sys.stderr)
+    if healer.repairing:
+        print("resinfra heal: stopping during a repair: its action is interrupted (SIGINT), waiting for it to finish what it started", file=sys.stderr)
     # Within the unit's TimeoutStopSec (300 s): what is still running then is killed.
     healer.stop(repair_grace=240)
     return 0

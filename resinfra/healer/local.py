@@ -17,9 +17,10 @@ from resinfra.healer.observe import AuditLog, Metrics, Notifier
 from resinfra.healer.policy import PolicySettings
 from resinfra.healer.receiver import Receiver
 from resinfra.healer.service import Healer
-from resinfra.monitoring_local import HEALER_TOKEN, LocalMonitoring
+from resinfra.monitoring_local import HEALER_TOKEN, LOCAL_TIMINGS, LocalMonitoring
+from resinfra.render.healer import settle_seconds
 
-LOCAL_POLICY = PolicySettings(startup_grace=0, cooldown=30, max_backoff=120)
+LOCAL_POLICY = PolicySettings(startup_grace=0, cooldown=30, max_backoff=120, settle=settle_seconds(LOCAL_TIMINGS))
 """The production rules with the waits a test can afford (the machines here were "created" when the run started)."""
 
 
@@ -72,7 +73,7 @@ def running_healer(local: LocalMonitoring, machines: list[Machine], workdir: Pat
         tick=1,
     )
     endpoint = local.plan.layout.healer
-    receiver = Receiver(endpoint.host, endpoint.port, HEALER_TOKEN, healer.on_alerts, metrics)
+    receiver = Receiver(endpoint.host, endpoint.port, HEALER_TOKEN, healer.submit, metrics, health=healer.health)
     healer.start()
     receiver.start()
     try:

@@ -65,6 +65,8 @@ class Reason(enum.StrEnum):
     """A repair is running; one update of the stack at a time."""
     ONE_AT_A_TIME = "one-at-a-time"
     """Another machine goes first (oldest alert first); this one comes after it."""
+    SETTLING = "settling"
+    """NodeDown was heard of less than ``settleSeconds`` ago: a SiteUnreachable or TunnelDown for its site may still follow."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,10 @@ class PolicySettings:
     flap_threshold: int = 3
     repair_gateways: bool = False
     dry_run: bool = False
+    settle: float = 45.0
+    """Seconds a NodeDown must have been known before its machine is replaced, so that a partition of its site
+    (SiteUnreachable, TunnelDown), which Prometheus may report a scrape and an evaluation later, cancels it.
+    The default is production's (``resinfra.render.healer.settle_seconds`` of the default timings)."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,8 @@ class Candidate:
     """When its trouble started (the alert's ``startsAt``)."""
     reason: Reason
     machine: Machine | None
+    noticed: float | None = None
+    """When the healer first heard of the alert (None: unknown, its ``since`` stands in)."""
 
 
 @dataclass(frozen=True)
@@ -280,6 +288,18 @@ def wait_backoff(c: Candidate, s: Situation) -> Decision | None:
     return None
 
 
+def wait_settle(c: Candidate, s: Situation) -> Decision | None:
+    if c.reason is not Reason.NODE_DOWN:
+        return None
+    heard = c.noticed if c.noticed is not None else c.since
+    ends = heard + s.settings.settle
+    if s.now < ends:
+        return _decision(
+            c, Kind.WAIT, Reason.SETTLING, f"NodeDown heard {format_time(heard)}; a partition of {c.site} may still be reported until {format_time(ends)}", ends
+        )
+    return None
+
+
 NODE_RULES: tuple[NodeRule, ...] = (
     refuse_unknown,
     refuse_resinfra_vm,
@@ -289,6 +309,7 @@ NODE_RULES: tuple[NodeRule, ...] = (
     wait_startup_grace,
     refuse_flapping,
     wait_backoff,
+    wait_settle,
 )
 
 
@@ -385,7 +406,7 @@ def _candidates(inventory: Mapping[str, Machine], alerts: Sequence[Alert], parti
         if a.name != NODE_DOWN or not name or name in found:
             continue
         machine = inventory.get(name)
-        found[name] = Candidate(name, machine.site if machine else a.label("site") or "?", a.starts_at, Reason.NODE_DOWN, machine)
+        found[name] = Candidate(name, machine.site if machine else a.label("site") or "?", a.starts_at, Reason.NODE_DOWN, machine, a.noticed)
     # A partition of exactly one site may be its gateway VM's fault; several at once point at
     # the resinfra VM's own connectivity, and no remote gateway is to blame.
     if settings.repair_gateways and len(partitioned) == 1:

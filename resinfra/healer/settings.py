@@ -9,11 +9,17 @@ from pydantic.alias_generators import to_camel
 
 from resinfra.config import HealerConfig
 from resinfra.healer.policy import Limit, PolicySettings
+from resinfra.render.healer import settle_seconds
+from resinfra.render.monitoring import AlertTimings
+
+DEFAULT_SETTLE_SECONDS = float(settle_seconds(AlertTimings()))
 
 
-def policy_settings(healer: HealerConfig) -> PolicySettings:
-    """The policy's thresholds from ``resinfra:healer`` (the one place the two meet)."""
+def policy_settings(healer: HealerConfig, settle: float | None = None) -> PolicySettings:
+    """The policy's thresholds from ``resinfra:healer`` (the one place the two meet); ``settle`` is the rendered default
+    of the settle window (from the monitoring's timings), which ``settleSeconds`` overrides."""
     return PolicySettings(
+        settle=float(healer.settle_seconds) if healer.settle_seconds is not None else (settle if settle is not None else DEFAULT_SETTLE_SECONDS),
         startup_grace=healer.startup_grace_seconds,
         max_unhealthy=Limit.parse(healer.max_unhealthy),
         max_unhealthy_per_site=Limit.parse(healer.max_unhealthy_per_site),
@@ -56,6 +62,8 @@ class HealerSettings(_Settings):
     tick_seconds: float = Field(default=15, gt=0)
     """How often decisions are re-evaluated without a webhook (grace and backoff end by themselves)."""
     inventory_refresh_seconds: float = Field(default=300, gt=0)
+    settle_seconds: float = Field(default=DEFAULT_SETTLE_SECONDS, ge=0)
+    """The settle window derived from the monitoring's timings (``policy.settleSeconds`` overrides it)."""
 
 
 def load_settings(path: Path | str) -> HealerSettings:

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from resinfra.healer.alerts import NODE_DOWN, AlertBook, PayloadError, format_time, parse_payload, parse_time
+from resinfra.healer.alerts import FIRING, NODE_DOWN, AlertBook, PayloadError, format_time, parse_payload, parse_time
 from resinfra.healer.inventory import Machine
 from resinfra.healer.policy import Decision, History, Kind, PolicySettings, Repair, decide
 
@@ -61,16 +61,19 @@ def simulate(
     heapq.heapify(events)
     counter = len(arrivals)
     steps = []
+    rechecks: set[tuple[float, str | None]] = set()
     while events:
         now, _, cause, item = heapq.heappop(events)
         if cause == "webhook":
             alerts = parse_payload(item.payload)
             for alert in book.apply(alerts, now):
                 node = alert.label("node")
-                if alert.name == NODE_DOWN and node and alert.starts_at not in episodes.setdefault(node, []):
+                if alert.name == NODE_DOWN and alert.status == FIRING and node and alert.starts_at not in episodes.setdefault(node, []):
                     episodes[node].append(alert.starts_at)
             what = ", ".join(f"{a.name} {a.status} {a.label('node') or a.label('site') or ''}".strip() for a in alerts)
             label = f"webhook: {what}"
+        elif cause == "re-check":
+            label = f"re-check: {item}"
         else:
             machine = item
             repairs[machine] = [r if r.finished is not None else Repair(r.machine, r.started, now, "succeeded") for r in repairs[machine]]
@@ -81,6 +84,11 @@ def simulate(
                 repairs.setdefault(d.machine, []).append(Repair(d.machine, now))
                 counter += 1
                 heapq.heappush(events, (now + repair_seconds, counter, "repair-done", d.machine))
+            elif d.kind is Kind.WAIT and d.next_check is not None and d.next_check > now and (d.next_check, d.machine) not in rechecks:
+                # A wait that ends by itself (settle, grace, backoff) is decided again then, as the service's tick does.
+                rechecks.add((d.next_check, d.machine))
+                counter += 1
+                heapq.heappush(events, (d.next_check, counter, "re-check", f"{d.machine} {d.reason.value} ends"))
         steps.append(Step(now, label, decisions))
     return steps
 

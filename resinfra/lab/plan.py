@@ -23,7 +23,7 @@ from resinfra.lab.state import MachinePlace
 from resinfra.mesh.emulate import MeshGateway, run_gateways
 from resinfra.naming import stem
 from resinfra.offline import OfflineRun
-from resinfra.render.healer import HealerLayout
+from resinfra.render.healer import HealerLayout, settle_seconds
 from resinfra.render.monitoring import MonitoringPlan
 
 NAME_PATTERN = r"[a-z][a-z0-9]{0,5}"
@@ -135,6 +135,7 @@ def lab_plan(run: OfflineRun, name: str, root: Path) -> LabPlan:
         stack=None,
         policy=changes.healer_policy(run.config.healer),
         tick_seconds=changes.HEALER_TICK_SECONDS,
+        settle_seconds=settle_seconds(changes.LAB_TIMINGS),
     )
     return LabPlan(
         name=name,

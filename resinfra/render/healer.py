@@ -23,7 +23,7 @@ from pathlib import Path
 
 from resinfra.config import HealerConfig
 from resinfra.render.jinja import render_template
-from resinfra.render.monitoring import ToolingLayout
+from resinfra.render.monitoring import AlertTimings, ToolingLayout
 from resinfra.render.push_script import WAIT_FOR_CLOUD_INIT, FileToPush
 from resinfra.render.tooling_files import PushSet
 
@@ -32,6 +32,10 @@ PULUMI_CLI_VERSION = importlib.metadata.version("pulumi")
 """The CLI is released with the SDK under the same version: install the one the lock pins."""
 UV_VERSION = "0.13.9"
 """uv from PyPI into its own virtualenv (Ubuntu 24.04 packages no uv)."""
+HEALER_NOFILE = 8192
+"""The unit's LimitNOFILE (systemd's default soft limit is 1024): the receiver caps connections below it."""
+EXIT_REFUSED = 2
+"""``resinfra heal``'s exit code when it refuses to start (``resinfra.healer.cli.EXIT_JOURNAL_DAMAGED``); systemd does not restart it."""
 BUNDLE_FILES = ("Pulumi.yaml", "__main__.py", "pyproject.toml", "uv.lock", "README.md")
 """Project files besides the package and the stack file (hatchling reads README.md for the package metadata)."""
 BUNDLE_SUFFIXES = (".py", ".j2", ".yaml")
@@ -137,7 +141,22 @@ def project_bundle(project_dir: Path, stack: str) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
-def render_settings(layout: HealerLayout, tooling: ToolingLayout, healer: HealerConfig, stack: str, secrets: HealerSecrets) -> str:
+def settle_seconds(timings: AlertTimings) -> int:
+    """The healer's default settle window: how much later than a NodeDown its site's partition may be reported.
+
+    NodeDown's ``for`` clock starts at the first evaluation after the first of the site's scrapes
+    fails; SiteUnreachable's after the *last* of them fails (up to one scrape interval later,
+    then up to one evaluation): so it fires up to ``scrape + evaluation`` seconds later, plus any
+    difference of the two ``for``s. One more evaluation covers Prometheus sending to Alertmanager
+    and Alertmanager to the healer. Example: the production timings give 15 + 2 * 15 = 45.
+    """
+    later_for = max(0, timings.site_unreachable_for - timings.node_down_for)
+    return later_for + timings.scrape_interval + 2 * timings.evaluation_interval
+
+
+def render_settings(
+    layout: HealerLayout, tooling: ToolingLayout, healer: HealerConfig, stack: str, secrets: HealerSecrets, timings: AlertTimings | None = None
+) -> str:
     """``healer.json``: what ``resinfra heal`` reads (no secret in it, only the files holding them)."""
     assert healer.backend_url is not None, "the healer is deployed only with a backend"
     settings = {
@@ -150,6 +169,7 @@ def render_settings(layout: HealerLayout, tooling: ToolingLayout, healer: Healer
         "auditLog": layout.audit_log,
         "stack": {"name": stack, "projectDir": layout.project_dir, "backendUrl": healer.backend_url},
         "policy": healer.model_dump(by_alias=True),
+        "settleSeconds": healer.settle_seconds if healer.settle_seconds is not None else settle_seconds(timings or AlertTimings()),
     }
     return json.dumps(settings, indent=2, sort_keys=True) + "\n"
 
@@ -166,7 +186,14 @@ def render_environment(layout: HealerLayout, secrets: HealerSecrets) -> str:
 
 def render_healer_unit(layout: HealerLayout) -> str:
     """The hardened systemd unit of ``resinfra heal``."""
-    return render_template("resinfra-healer.service.j2", layout=layout, argv=[layout.executable, "heal", "--settings", layout.settings_file])
+    return render_template(
+        "resinfra-healer.service.j2",
+        layout=layout,
+        argv=[layout.executable, "heal", "--settings", layout.settings_file],
+        no_restart_status=EXIT_REFUSED,
+        nofile=HEALER_NOFILE,
+        acknowledge=f"{layout.executable} heal acknowledge-journal --settings {layout.settings_file}",
+    )
 
 
 def render_install_script(layout: HealerLayout, pulumi_version: str = PULUMI_CLI_VERSION, uv_version: str = UV_VERSION) -> str:
@@ -178,15 +205,26 @@ def bundle_digest(bundle: bytes) -> str:
     return hashlib.sha256(bundle).hexdigest()
 
 
-def healer_push(layout: HealerLayout, tooling: ToolingLayout, healer: HealerConfig, stack: str, bundle: bytes, secrets_shape: HealerSecrets) -> PushSet:
-    """The healer's program push: bundle, settings, unit, install script; runs the install (which restarts the service)."""
+def healer_push(
+    layout: HealerLayout,
+    tooling: ToolingLayout,
+    healer: HealerConfig,
+    stack: str,
+    bundle: bytes,
+    secrets_shape: HealerSecrets,
+    timings: AlertTimings | None = None,
+) -> PushSet:
+    """The healer's program push: bundle, settings, unit, install script; runs the install (which restarts the service).
+
+    ``timings`` are the monitoring's (the settle window's default derives from them); None: production's.
+    """
     q = shlex.quote
     owner = f"{layout.user}:{layout.user}"
     return PushSet(
         purpose="healer",
         files=(
             # Readable by the healer only, like its credentials: it names the backend and the stack.
-            FileToPush(layout.settings_file, render_settings(layout, tooling, healer, stack, secrets_shape), "0400", owner),
+            FileToPush(layout.settings_file, render_settings(layout, tooling, healer, stack, secrets_shape, timings), "0400", owner),
             FileToPush(f"{layout.systemd_dir}/{HEALER_UNIT}", render_healer_unit(layout), "0644"),
             # Root's alone: the install script runs as root from the push.
             FileToPush(layout.install_script, render_install_script(layout), "0700"),

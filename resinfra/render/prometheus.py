@@ -190,7 +190,7 @@ def alert_rules(plan: MonitoringPlan) -> dict[str, Any]:
                             "description": "Prometheus' TSDB and the healer's journal live there; resize the VM's disk or lower the retention.",
                         },
                     },
-                    *([healer_down_rule(plan)] if plan.healer else []),
+                    *([healer_down_rule(plan), healer_stuck_rule(plan), healer_degraded_rule(plan)] if plan.healer else []),
                     {
                         "alert": "ResinfraVmMemoryLow",
                         "expr": (
@@ -226,7 +226,57 @@ def healer_down_rule(plan: MonitoringPlan) -> dict[str, Any]:
     }
 
 
-ALERT_NAMES = ("NodeDown", "SiteUnreachable", "TunnelDown", "CrossSiteLatencyHigh", "ResinfraVmDiskLow", "HealerDown", "ResinfraVmMemoryLow")
+HEALER_STUCK_TICKS = 4
+"""The healer's decision loop not having run for this many of its ticks is HealerStuck (and its /healthz unhealthy)."""
+HEALER_DEGRADED_WINDOW = "15m"
+
+
+def healer_stuck_rule(plan: MonitoringPlan) -> dict[str, Any]:
+    """HealerStuck: the healer answers but no longer repairs: a repair older than its timeout, or a decision loop that stopped."""
+    healer = f'{{job="{Job.HEALER.value}"}}'
+    return {
+        "alert": "HealerStuck",
+        "expr": (
+            f"(\n  resinfra_healer_repair_in_flight{healer} == 1\n"
+            f"  and\n  time() - resinfra_healer_repair_started_timestamp_seconds{healer} > resinfra_healer_repair_timeout_seconds{healer}\n)\n"
+            f"or\n  time() - resinfra_healer_last_tick_timestamp_seconds{healer} > {HEALER_STUCK_TICKS} * resinfra_healer_tick_interval_seconds{healer}\n"
+        ),
+        "for": seconds(plan.timings.node_down_for),
+        "labels": {"severity": "critical", "scope": Scope.RESINFRA_VM.value},
+        "annotations": {
+            "summary": "the healer answers but no longer repairs",
+            "description": "A repair has run past its timeout, or the healer's decision loop has stopped: no machine is repaired. "
+            "See `curl -s 127.0.0.1:9797/healthz` and `journalctl -u resinfra-healer` on the resinfra VM.",
+        },
+    }
+
+
+def healer_degraded_rule(plan: MonitoringPlan) -> dict[str, Any]:
+    """HealerDegraded: something inside the healer failed (a write, a notification, an action) within the last 15 minutes."""
+    return {
+        "alert": "HealerDegraded",
+        "expr": f'increase(resinfra_healer_errors_total{{job="{Job.HEALER.value}"}}[{HEALER_DEGRADED_WINDOW}]) > 0\n',
+        "labels": {"severity": "warning", "scope": Scope.RESINFRA_VM.value},
+        "annotations": {
+            "summary": "the healer's {{ $labels.component }} failed",
+            "description": "It keeps deciding and repairing, but its {{ $labels.component }} failed in the last "
+            + HEALER_DEGRADED_WINDOW
+            + " (a full disk, too many open files, an unreachable webhook): see `journalctl -u resinfra-healer` and the failures table of its journal.",
+        },
+    }
+
+
+ALERT_NAMES = (
+    "NodeDown",
+    "SiteUnreachable",
+    "TunnelDown",
+    "CrossSiteLatencyHigh",
+    "ResinfraVmDiskLow",
+    "HealerDown",
+    "HealerStuck",
+    "HealerDegraded",
+    "ResinfraVmMemoryLow",
+)
 
 
 def render_rules(plan: MonitoringPlan) -> str:

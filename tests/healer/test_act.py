@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +157,28 @@ def test_a_local_command_gets_the_machine_in_its_environment(tmp_path: Path) -> 
     assert out.read_text().split() == [MACHINE.name, "gcp", "worker", URN]
     assert CommandActuator(["sh", "-c", "exit 3"]).replace(MACHINE, "node-down", 10).outcome is Outcome.FAILED
     assert CommandActuator(["sleep", "5"]).replace(MACHINE, "node-down", 0.2).outcome is Outcome.TIMEOUT
+
+
+def test_the_update_runs_in_a_process_group_of_its_own(fake_cli: Path, tmp_path: Path) -> None:
+    """The default actuator's update: ``python -m resinfra.healer.act`` on a leash, the request (with credentials) on stdin."""
+    from resinfra.healer import leash
+    from resinfra.healer.act import automation_up_leashed
+
+    groups: list[int] = []
+    with leash.on_spawn(lambda pgid, _: groups.append(pgid)):
+        result = automation_up_leashed(up_request(project(tmp_path), MACHINE, "node-down"), timeout=60)
+    assert result.outcome is Outcome.SUCCEEDED, result.detail
+    (up,) = [c for c in calls(fake_cli) if c["argv"][0] == "up"]
+    assert up["hcloud"] == "token-sentinel" and up["argv"][up["argv"].index("--replace") + 1] == URN
+    assert len(groups) == 1 and groups[0] != os.getpgid(0), "not the healer's own group"
+
+
+def test_a_stopped_leash_takes_its_whole_group(tmp_path: Path) -> None:
+    marker = tmp_path / "grandchild"
+    action = CommandActuator(["sh", "-c", f"(sleep 30; touch {marker}) & sleep 30"], stop_grace=1)
+    began = time.monotonic()
+    assert action.replace(MACHINE, "node-down", 0.5).outcome is Outcome.TIMEOUT
+    assert time.monotonic() - began < 10
+    time.sleep(0.5)
+    assert not marker.exists()
+    assert subprocess.run(["pgrep", "-f", f"touch {marker}"], capture_output=True, check=False).returncode == 1, "the grandchild is gone too"

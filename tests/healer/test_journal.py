@@ -3,26 +3,18 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shlex
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from resinfra.healer.journal import Journal, RepairInFlightError
 from resinfra.healer.observe import AuditLog
 from resinfra.healer.policy import INTERRUPTED
-from tests.healer.helpers import NOW, inventory, node_down, webhook
-
-TOKEN = "journal-test-token-0123456789"
+from tests.healer.helpers import NOW, node_down, webhook
+from tests.healer.process import Service, wait_for, write_settings
 
 
 def test_a_second_repair_cannot_start_while_one_is_in_flight(tmp_path: Path) -> None:
@@ -60,88 +52,34 @@ def test_first_seen_is_kept(tmp_path: Path) -> None:
 WORKER, OTHER = "ri-dev-gcp-worker-1", "ri-dev-azure-worker-1"
 
 
-def settings_file(tmp_path: Path) -> Path:
-    token = tmp_path / "token"
-    token.write_text(TOKEN + "\n")
-    policy = {"startupGraceSeconds": 0, "cooldownSeconds": 60, "maxBackoffSeconds": 60}
-    settings = {
-        "listenHost": "127.0.0.1",
-        "listenPort": 0,
-        "tokenFile": str(token),
-        "journal": str(tmp_path / "journal.sqlite"),
-        "auditLog": str(tmp_path / "audit.jsonl"),
-        "policy": policy,
-        "tickSeconds": 1,
-    }
-    path = tmp_path / "healer.json"
-    path.write_text(json.dumps(settings))
-    inv = [
-        {"name": m.name, "site": m.site, "provider": m.provider, "role": m.role.value, "urn": m.urn, "privateIp": "10.0.0.1", "publicIp": ""}
-        for m in inventory()
-    ]
-    (tmp_path / "inventory.json").write_text(json.dumps(inv))
-    return path
+def calls(tmp_path: Path) -> list[str]:
+    path = tmp_path / "calls"
+    return path.read_text().split() if path.exists() else []
 
 
-class Service:
-    """``resinfra heal`` with a slow local action, in its own process group (so the action dies with it)."""
-
-    def __init__(self, tmp_path: Path):
-        self.tmp = tmp_path
-        self.calls = tmp_path / "calls"
-        action = f"sh -c {shlex.quote(f'echo $RESINFRA_MACHINE >> {self.calls}; sleep 30')}"
-        argv = [sys.executable, "-m", "resinfra.cli", "heal", "--settings", str(tmp_path / "healer.json"), "--inventory", str(tmp_path / "inventory.json")]
-        self.process = subprocess.Popen(
-            [*argv, "--action-command", action], stdout=subprocess.PIPE, stderr=(tmp_path / "healer.log").open("ab"), start_new_session=True, text=True
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert "listening on" in line, f"healer did not start: {(tmp_path / 'healer.log').read_text()}"
-        self.port = int(line.rsplit(":", 1)[1])
-
-    def post(self, body: dict[str, Any]) -> None:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/alerts", data=json.dumps(body).encode(), headers={"Authorization": f"Bearer {TOKEN}"}, method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 200
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def called(self) -> list[str]:
-        return self.calls.read_text().split() if self.calls.exists() else []
-
-
-def wait_for(check: Any, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(what)
+def slow_action(tmp_path: Path) -> str:
+    calls_file = tmp_path / "calls"
+    return f"sh -c {shlex.quote(f'echo $RESINFRA_MACHINE >> {calls_file}; sleep 30')}"
 
 
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[list[Service]]:
-    settings_file(tmp_path)
+    write_settings(tmp_path)
     started: list[Service] = []
     yield started
     for service in started:
-        service.kill()
+        service.end()
 
 
 def test_killed_mid_repair_then_restarted_does_not_replace_again(tmp_path: Path, services: list[Service]) -> None:
     down = webhook(node_down(WORKER, time.time() - 120))
-    first = Service(tmp_path)
+    first = Service(tmp_path, slow_action(tmp_path))
     services.append(first)
     first.post(down)
-    wait_for(lambda: first.called() == [WORKER], "the repair started")
+    wait_for(lambda: calls(tmp_path) == [WORKER], "the repair started")
     first.kill()  # between "repair started" and "repair finished"
 
-    second = Service(tmp_path)
+    second = Service(tmp_path, slow_action(tmp_path))
     services.append(second)
     second.post(down)  # Alertmanager repeats the still-firing alert
     audit = AuditLog(tmp_path / "audit.jsonl")
@@ -153,8 +91,8 @@ def test_killed_mid_repair_then_restarted_does_not_replace_again(tmp_path: Path,
     assert any(r["event"] == "repair-interrupted" for r in audit.read())
     # The service still works: another machine is repaired, the interrupted one is not.
     second.post(webhook(node_down(OTHER, time.time() - 60)))
-    wait_for(lambda: OTHER in second.called(), "another machine is repaired")
+    wait_for(lambda: OTHER in calls(tmp_path), "another machine is repaired")
     time.sleep(2)  # a few more ticks
-    assert second.called().count(WORKER) == 1
+    assert calls(tmp_path).count(WORKER) == 1
     outcomes = [(m, o) for m, _, _, o in Journal(tmp_path / "journal.sqlite").repairs()]
     assert outcomes[0] == (WORKER, INTERRUPTED) and outcomes[1][0] == OTHER

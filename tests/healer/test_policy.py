@@ -101,7 +101,7 @@ CASES = [
     Case("dry-run-acts-on-nothing", [node_down(W1, NOW - 60)], {(W1, Kind.WOULD_REPLACE, Reason.NODE_DOWN)}, settings=replace(SETTINGS, dry_run=True)),
     Case(
         "one-repair-at-a-time",
-        [node_down("ri-dev-azure-worker-2", NOW - 30), node_down(W1, NOW - 60)],
+        [node_down("ri-dev-azure-worker-2", NOW - 50), node_down(W1, NOW - 60)],
         {(W1, Kind.REPLACE, Reason.NODE_DOWN), ("ri-dev-azure-worker-2", Kind.WAIT, Reason.ONE_AT_A_TIME)},
     ),
     Case(
@@ -116,6 +116,17 @@ CASES = [
         {(W1, Kind.REFUSE, Reason.REPAIR_INTERRUPTED)},
         # Interrupted long enough ago for the backoff to be over: only the interruption holds it back.
         history=History(repairs=repairs(W1, (NOW - 1900, NOW - 1800, policy.INTERRUPTED))),
+    ),
+    Case(
+        "node-down-settles-before-a-replacement",
+        # Heard 10 s ago: Prometheus may still report the site's partition (a scrape and an evaluation later).
+        [replace(node_down(W1, NOW - 70), noticed=NOW - 10)],
+        {(W1, Kind.WAIT, Reason.SETTLING)},
+    ),
+    Case(
+        "a-partition-reported-during-the-settle-window-cancels-the-replacement",
+        [replace(node_down(W1, NOW - 70), noticed=NOW - 10), replace(site_unreachable("gcp", NOW - 60), noticed=NOW - 1)],
+        {("site gcp", Kind.REFUSE, Reason.SITE_PARTITIONED), (W1, Kind.REFUSE, Reason.SITE_PARTITIONED)},
     ),
     Case("the-resinfra-vm-is-never-replaced", [node_down("ri-dev-hetzner-tooling", NOW - 60)], {("ri-dev-hetzner-tooling", Kind.REFUSE, Reason.RESINFRA_VM)}),
     Case("unknown-machine", [node_down("ri-dev-gcp-worker-9", NOW - 60)], {("ri-dev-gcp-worker-9", Kind.REFUSE, Reason.UNKNOWN_MACHINE)}),
@@ -154,6 +165,7 @@ RULE_CASES: dict[str, list[str]] = {
     "refuse_max_unhealthy_site": ["max-unhealthy-per-site"],
     "wait_repair_in_flight": ["nothing-starts-while-a-repair-runs"],
     "one_at_a_time": ["one-repair-at-a-time"],
+    "wait_settle": ["node-down-settles-before-a-replacement"],
     "dry_run_only_logs": ["dry-run-acts-on-nothing"],
 }
 

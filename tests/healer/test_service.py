@@ -40,7 +40,7 @@ class StaticInventory:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, settings: PolicySettings, notify_url: str | None = None):
+    def __init__(self, tmp_path: Path, settings: PolicySettings, notify_url: str | None = None, **service: Any):
         self.clock = Clock()
         self.replaced: list[str] = []
         self.gate = threading.Event()
@@ -58,9 +58,8 @@ class Harness:
             self.audit,
             self.metrics,
             self.notifier,
-            repair_timeout=60,
-            tick=3600,
             clock=self.clock,
+            **{"repair_timeout": 60, "tick": 3600, **service},
         )
 
     def sample(self, name: str, **labels: str) -> float:
@@ -80,13 +79,15 @@ class Harness:
 
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path, PolicySettings())
+    h = Harness(tmp_path, NO_SETTLE)
     h.healer.start()
     yield h
     h.healer.stop()
 
 
 W1 = "ri-dev-gcp-worker-1"
+NO_SETTLE = PolicySettings(settle=0)
+"""The settle window has its own tests below; the others decide at once."""
 
 
 def test_a_node_down_alert_becomes_one_repair_with_its_records(harness: Harness) -> None:
@@ -162,7 +163,7 @@ def test_the_notification_webhook_gets_repairs_and_the_url_stays_secret(tmp_path
     server = ThreadingHTTPServer(("127.0.0.1", 0), Capture)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/hooks/notify-url-sentinel-73"
-    h = Harness(tmp_path, replace(PolicySettings(), dry_run=True), notify_url=url)
+    h = Harness(tmp_path, replace(NO_SETTLE, dry_run=True), notify_url=url)
     try:
         h.healer.start()
         h.healer.on_alerts([node_down(W1, h.clock.now - 60)])
@@ -175,3 +176,91 @@ def test_the_notification_webhook_gets_repairs_and_the_url_stays_secret(tmp_path
     assert body["kind"] == "would-replace" and body["machine"] == W1 and "dry-run" in body["text"]
     assert h.replaced == [], "dry-run replaces nothing"
     assert "notify-url-sentinel-73" not in caplog.text and "notify-url-sentinel-73" not in (tmp_path / "audit.jsonl").read_text()
+
+
+def test_a_node_down_settles_and_a_partition_heard_meanwhile_cancels_it(tmp_path: Path) -> None:
+    h = Harness(tmp_path, PolicySettings(settle=45))
+    h.healer.start()
+    try:
+        h.healer.on_alerts([node_down(W1, h.clock.now - 60)])
+        h.clock.now += 1  # the site's SiteUnreachable, a scrape later, in a payload of its own
+        h.healer.on_alerts([site_unreachable("gcp", h.clock.now - 60)])
+        h.clock.now += 60
+        h.healer.evaluate()
+        assert h.replaced == [] and h.journal.repairs() == []
+        assert [d["reason"] for d in h.events("decision") if d["machine"] == W1] == ["settling", "site-partitioned"]
+    finally:
+        h.healer.stop()
+
+
+def test_without_a_partition_the_node_is_replaced_once_settled(tmp_path: Path) -> None:
+    h = Harness(tmp_path, PolicySettings(settle=45))
+    h.healer.start()
+    try:
+        h.healer.on_alerts([node_down(W1, h.clock.now - 60)])
+        h.clock.now += 44
+        h.healer.evaluate()
+        assert h.journal.repairs() == []
+        h.clock.now += 2
+        h.healer.evaluate()
+        h.wait_repairs_done()
+        assert h.replaced == [W1]
+    finally:
+        h.healer.stop()
+
+
+def test_a_repair_that_never_returns_is_finished_by_the_watchdog(tmp_path: Path) -> None:
+    h = Harness(tmp_path, NO_SETTLE, repair_timeout=0.2, watchdog_grace=0.3, tick=0.05)
+    h.gate.clear()  # the action hangs
+    h.healer.start()
+    try:
+        h.healer.on_alerts([node_down(W1, h.clock.now - 60)])
+        deadline = time.monotonic() + 10
+        while not h.events("repair-finished") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [(e["machine"], e["outcome"]) for e in h.events("repair-finished")] == [(W1, "timeout")]
+        assert [(m, o) for m, _, _, o in h.journal.repairs()] == [(W1, "timeout")]
+        assert h.sample("resinfra_healer_errors_total", component="action") == 1
+        assert h.sample("resinfra_healer_repair_in_flight") == 0
+    finally:
+        h.gate.set()
+        h.healer.stop()
+
+
+def test_a_journal_that_cannot_be_written_stops_repairs_and_turns_health_red(tmp_path: Path) -> None:
+    h = Harness(tmp_path, NO_SETTLE)
+    h.healer.start()
+    try:
+        assert h.healer.health()[0]
+        h.journal._db.execute("PRAGMA query_only = ON")  # every write now fails, as on a full or read-only disk
+        h.healer.on_alerts([node_down(W1, h.clock.now - 60)])
+        healthy, text = h.healer.health()
+        assert not healthy and "journal" in text, text
+        assert h.replaced == [] and h.sample("resinfra_healer_errors_total", component="journal") >= 1
+        assert h.sample("resinfra_healer_healthy") == 0
+        h.journal._db.execute("PRAGMA query_only = OFF")
+        h.healer.evaluate()
+        h.wait_repairs_done()
+        assert h.replaced == [W1] and h.healer.health()[0], "it repairs again once the journal works"
+    finally:
+        h.healer.stop()
+
+
+def test_queued_alerts_are_bounded_and_unknown_machines_are_notified_together(tmp_path: Path) -> None:
+    h = Harness(tmp_path, NO_SETTLE, max_alerts=100, tick=0.05)
+    h.healer.start()
+    try:
+        ghosts = [
+            replace(node_down(W1, h.clock.now - 60), labels={"alertname": "NodeDown", "node": f"ghost-{i}", "site": "gcp"}, fingerprint=f"g{i}")
+            for i in range(150)
+        ]
+        accepted = [h.healer.submit([g]) for g in ghosts]
+        assert accepted.count(False) >= 50, "beyond the bound, a webhook is refused (Alertmanager retries)"
+        assert h.healer.submit([ghosts[0]]), "an alert already held is always taken"
+        deadline = time.monotonic() + 5
+        while h.sample("resinfra_healer_decisions_total", kind="refuse", reason="unknown-machine") < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        unknown = [n for n in h.notifier.sent if n.get("reason") == "unknown-machine"]
+        assert len(unknown) == 1 and unknown[0]["count"] >= 1
+    finally:
+        h.healer.stop()

@@ -45,7 +45,9 @@ def test_simulate_prints_every_decision_with_its_reason(tmp_path: Path, offline_
     out = capsys.readouterr().out
     lines = [line.split() for line in out.splitlines() if line.startswith("    ")]
     decisions = [(w[0], w[1], w[2]) for w in lines if w[0] != "(nothing"]
-    assert decisions[0] == ("replace", "ri-dev-azure-worker-1", "node-down")
+    assert decisions[0] == ("wait", "ri-dev-azure-worker-1", "settling"), "a NodeDown settles before anything is replaced"
+    assert decisions[1] == ("replace", "ri-dev-azure-worker-1", "node-down")
+    assert "re-check: ri-dev-azure-worker-1 settling ends" in out
     assert ("wait", "ri-dev-azure-worker-1", "backoff") in decisions
     assert decisions[-1][:2] == ("refuse", "site") and "site-partitioned" in out
     assert "simulated repair of ri-dev-azure-worker-1 finished" in out
@@ -59,8 +61,9 @@ def test_simulate_json_and_the_stack_policy(tmp_path: Path, offline_runs: dict[s
     config_file.write_text(yaml.safe_dump(stack))
     assert cli.main(["heal", "simulate", "--inventory", str(inventory), "--alerts", str(alerts), "--json", "--config-file", str(config_file)]) == 0
     steps = json.loads(capsys.readouterr().out)
-    assert [d["kind"] for d in steps[0]["decisions"]] == ["would-replace"], "a policy change shows before it is deployed"
-    assert {"time", "cause", "decisions"} == set(steps[0]) and steps[0]["decisions"][0]["urn"].endswith("ri-dev-azure-worker-1")
+    assert [d["kind"] for d in steps[0]["decisions"]] == ["wait"] and steps[1]["cause"].startswith("re-check")
+    assert [d["kind"] for d in steps[1]["decisions"]] == ["would-replace"], "a policy change shows before it is deployed"
+    assert {"time", "cause", "decisions"} == set(steps[1]) and steps[1]["decisions"][0]["urn"].endswith("ri-dev-azure-worker-1")
 
 
 def test_simulate_refuses_bad_files(tmp_path: Path, offline_runs: dict[str, OfflineRun], capsys: pytest.CaptureFixture[str]) -> None:

@@ -91,6 +91,17 @@ CASES: list[Case] = [
          {"rules": [{"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": "22"}]}, True),
     Case("proxmox-ssh-macro-from-world", "no-public-admin-ports", "proxmoxve:firewall/rulesLegacy:RulesLegacy",
          {"rules": [{"type": "in", "action": "ACCEPT", "macro": "SSH", "source": "0.0.0.0/0"}]}, True),
+    # The whole internet in two halves (and a public /8 in sixteen pieces): sources are judged together, not one by one.
+    Case("gcp-ssh-from-two-halves", "no-public-admin-ports", "gcp:compute/firewall:Firewall",
+         {"direction": "INGRESS", "sourceRanges": ["0.0.0.0/1", "128.0.0.0/1"], "allows": [{"protocol": "tcp", "ports": ["22"]}]}, True),
+    Case("azure-ssh-from-two-halves", "no-public-admin-ports", "azure-native:network:SecurityRule",
+         {"direction": "Inbound", "access": "Allow", "protocol": "Tcp", "sourceAddressPrefixes": ["0.0.0.0/1", "128.0.0.0/1"], "destinationPortRange": "22"}, True),
+    Case("hcloud-ssh-from-a-slash-8-in-pieces", "no-public-admin-ports", "hcloud:index/firewall:Firewall",
+         {"rules": [{"direction": "in", "protocol": "tcp", "port": "22", "sourceIps": [f"11.{16 * i}.0.0/12" for i in range(16)]}], "labels": LABELS}, True),
+    Case("hcloud-ssh-from-private-ranges", "no-public-admin-ports", "hcloud:index/firewall:Firewall",
+         {"rules": [{"direction": "in", "protocol": "tcp", "port": "22", "sourceIps": ["10.0.0.0/8", "172.16.0.0/12"]}], "labels": LABELS}, False),
+    Case("proxmox-ssh-from-two-halves", "no-public-admin-ports", "proxmoxve:firewall/rulesLegacy:RulesLegacy",
+         {"rules": [{"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": "22", "source": "0.0.0.0/1,128.0.0.0/1"}]}, True),
     Case("proxmox-input-drop", "no-public-admin-ports", "proxmoxve:firewall/optionsLegacy:OptionsLegacy", {"enabled": True, "inputPolicy": "DROP"}, False),
     Case("proxmox-input-accept", "no-public-admin-ports", "proxmoxve:firewall/optionsLegacy:OptionsLegacy", {"enabled": True, "inputPolicy": "ACCEPT"}, True),
     # ---- strong-ipsec-crypto

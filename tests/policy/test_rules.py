@@ -82,3 +82,17 @@ def test_swanctl_parser_reads_nested_sections() -> None:
 def test_proxmox_tags_become_labels() -> None:
     labels = labels_of("proxmoxve:index/vmLegacy:VmLegacy", {"tags": ["resinfra-site-pve", "resinfra-stack-dev", "other"]})
     assert labels == {"resinfra-site": "pve", "resinfra-stack": "dev"}
+
+
+def test_sources_are_judged_together() -> None:
+    assert exposure.too_wide(["0.0.0.0/1", "128.0.0.0/1"]) == "0.0.0.0/0"
+    assert exposure.too_wide(["198.51.100.0/24", "203.0.113.0/24"]) is None
+    assert exposure.too_wide(["1.0.0.0/11", "2.0.0.0/11"]) is not None, "over the share together"
+    assert exposure.too_wide(["1.0.0.0/11", "2.0.0.0/11"], max_share=0.01) is None, "the share is the pack config's"
+    assert exposure.too_wide(["2001:db8::/32"]) is None and exposure.too_wide(["2000::/3"]) == "2000::/3"
+
+
+def test_the_pack_and_the_config_agree_on_what_is_not_public() -> None:
+    from resinfra.config import NOT_PUBLIC_IPV4
+
+    assert exposure.NOT_PUBLIC_IPV4 == NOT_PUBLIC_IPV4

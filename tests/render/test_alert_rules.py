@@ -287,6 +287,66 @@ def test_healer_down(plan: MonitoringPlan, tmp_path: Path) -> None:
     assert_passes(result)
 
 
+def healer_series(plan: MonitoringPlan, metric: str, extra: str = "") -> str:
+    return f'{metric}{{job="{Job.HEALER}", instance="{plan.layout.healer}", site="{plan.tooling_site}", role="tooling", node="{plan.tooling_node}"{extra}}}'
+
+
+def healer_labels(plan: MonitoringPlan) -> dict[str, str]:
+    return {"job": Job.HEALER.value, "instance": str(plan.layout.healer), "site": plan.tooling_site, "role": "tooling", "node": plan.tooling_node}
+
+
+def test_healer_stuck_on_a_repair_past_its_timeout(plan: MonitoringPlan, tmp_path: Path) -> None:
+    """A repair started at 0 with a 120 s timeout: past it at 2m, HealerStuck after its ``for`` (60 s)."""
+    series = healthy(plan)
+    step = plan.timings.scrape_interval
+    series[healer_series(plan, "resinfra_healer_repair_in_flight")] = f"1x{STEPS}"
+    series[healer_series(plan, "resinfra_healer_repair_started_timestamp_seconds")] = f"0x{STEPS}"
+    series[healer_series(plan, "resinfra_healer_repair_timeout_seconds")] = f"120x{STEPS}"
+    series[healer_series(plan, "resinfra_healer_tick_interval_seconds")] = f"{step}x{STEPS}"
+    series[healer_series(plan, "resinfra_healer_last_tick_timestamp_seconds")] = f"0+{step}x{STEPS}"  # the loop ticks on
+    exp = expected(plan, "HealerStuck", healer_labels(plan))
+    result = run_promtool(
+        plan,
+        tmp_path,
+        series,
+        [none("HealerStuck", "2m"), none("HealerStuck", "2m45s"), {"eval_time": "3m15s", "alertname": "HealerStuck", "exp_alerts": [exp]}],
+    )
+    assert_passes(result)
+
+
+def test_healer_stuck_on_a_stopped_decision_loop(plan: MonitoringPlan, tmp_path: Path) -> None:
+    """The loop ticks every scrape interval until 60 s, then stops: stale after four ticks, HealerStuck a ``for`` later."""
+    series = healthy(plan)
+    step = plan.timings.scrape_interval
+    ticks = 60 // step
+    series[healer_series(plan, "resinfra_healer_repair_in_flight")] = f"0x{STEPS}"
+    series[healer_series(plan, "resinfra_healer_repair_started_timestamp_seconds")] = f"0x{STEPS}"
+    series[healer_series(plan, "resinfra_healer_repair_timeout_seconds")] = f"2700x{STEPS}"
+    series[healer_series(plan, "resinfra_healer_tick_interval_seconds")] = f"{step}x{STEPS}"
+    series[healer_series(plan, "resinfra_healer_last_tick_timestamp_seconds")] = f"0+{step}x{ticks} {60}x{STEPS - ticks - 1}"
+    exp = expected(plan, "HealerStuck", healer_labels(plan))
+    # Stale (more than 4 ticks old) from 60 + 4 * step on; firing a `for` (60 s) after that.
+    stale = 60 + 4 * step
+    result = run_promtool(
+        plan,
+        tmp_path,
+        series,
+        [none("HealerStuck", f"{stale + 30}s"), {"eval_time": f"{stale + 60 + 2 * step}s", "alertname": "HealerStuck", "exp_alerts": [exp]}],
+    )
+    assert_passes(result)
+
+
+def test_healer_degraded_on_any_failure_inside_it(plan: MonitoringPlan, tmp_path: Path) -> None:
+    """One audit-log write failing at 2m: HealerDegraded fires at once and names the component."""
+    series = healthy(plan)
+    series[healer_series(plan, "resinfra_healer_errors_total", ', component="audit-log"')] = f"0x8 1x{STEPS - 9}"
+    series[healer_series(plan, "resinfra_healer_errors_total", ', component="journal"')] = f"0x{STEPS}"
+    labels = healer_labels(plan) | {"component": "audit-log"}
+    exp = expected(plan, "HealerDegraded", labels)
+    result = run_promtool(plan, tmp_path, series, [none("HealerDegraded", "1m"), {"eval_time": "3m", "alertname": "HealerDegraded", "exp_alerts": [exp]}])
+    assert_passes(result)
+
+
 def test_without_the_healer_there_is_no_healer_job_or_rule(plan: MonitoringPlan) -> None:
     from resinfra.render.prometheus import render_prometheus_config
 

@@ -66,6 +66,15 @@ def test_the_unit_runs_the_healer_as_its_own_user_with_little_power() -> None:
     assert "Environment=PATH=/opt/pulumi/bin:" in text, "the Automation API finds the CLI"
 
 
+def test_the_unit_does_not_restart_a_refusal_and_raises_the_file_limit() -> None:
+    from resinfra.healer.cli import EXIT_JOURNAL_DAMAGED
+
+    lines = render_healer_unit(HealerLayout()).splitlines()
+    assert f"RestartPreventExitStatus={EXIT_JOURNAL_DAMAGED}" in lines and "Restart=on-failure" in lines
+    assert "LimitNOFILE=8192" in lines
+    assert any("heal acknowledge-journal --settings /etc/resinfra-healer/healer.json" in line for line in lines), "the unit names the way out"
+
+
 def test_the_install_script_passes_shellcheck(tmp_path: Path) -> None:
     script = tmp_path / "install.sh"
     script.write_text(render_install_script(HealerLayout()))

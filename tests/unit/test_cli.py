@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -113,3 +114,61 @@ def test_render_writes_gateway_configs_and_managed_ends_owner_only(tmp_path: Pat
         "ri-dev-proxmox-gw/swanctl.conf",
     ]
     assert json.loads((tmp_path / "ri-dev-gcp-vpn-gw/gcp-azure.json").read_text())["tunnels"][0]["bgp"]["peerAsn"] == 65515
+
+
+def test_render_never_lets_a_secret_file_be_readable_by_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every moment a rendered file holds bytes, it already has its final mode (no write-then-chmod window)."""
+    import os
+
+    seen: list[tuple[str, int, int]] = []
+    real_write_text, real_os_write = Path.write_text, os.write
+
+    def write_text(self: Path, data: str, *args: object, **kwargs: object) -> int:
+        written = real_write_text(self, data, *args, **kwargs)  # type: ignore[arg-type]
+        seen.append((str(self), stat.S_IMODE(self.stat().st_mode), self.stat().st_size))
+        return written
+
+    def os_write(fd: int, data: bytes) -> int:
+        written = real_os_write(fd, data)
+        info = os.fstat(fd)
+        seen.append((str(Path(f"/proc/self/fd/{fd}").readlink()), stat.S_IMODE(info.st_mode), info.st_size))
+        return written
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    monkeypatch.setattr(os, "write", os_write)
+    old_umask = os.umask(0o022)
+    try:
+        assert cli.main(["render", "--out", str(tmp_path)]) == 0
+    finally:
+        os.umask(old_umask)
+    final = {str(p): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*") if p.is_file()}
+    secret = {path for path, mode in final.items() if mode == 0o600}
+    assert secret, "render writes secret files"
+
+    def final_name(path: str) -> str:
+        """The file a write is for (a temporary file beside it is named after it)."""
+        return str(Path(path).with_name(re.sub(r"^\.(.+)\.\d+\.tmp$", r"\1", Path(path).name)))
+
+    checked = [(final_name(path), mode, size) for path, mode, size in seen if size and final_name(path) in secret]
+    assert checked, "the writes of secret files were seen"
+    early = [(path, oct(mode)) for path, mode, _ in checked if mode & 0o077]
+    assert early == [], f"secret bytes readable by others before the chmod: {early[:3]}"
+
+
+def test_a_secret_in_clear_in_the_stack_file_is_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from tests.conftest import ROOT
+
+    stack = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    stack["config"]["resinfra:notificationWebhookUrl"] = "https://hooks.example.net/clear-text-sentinel"
+    stack["config"]["hcloud:token"] = "clear-token-sentinel"
+    stack["config"]["proxmoxve:password"] = {"secure": "v1:encrypted"}
+    path = tmp_path / "Pulumi.clear.yaml"
+    path.write_text(yaml.safe_dump(stack))
+    assert cli.main(["plan", "--config-file", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "hcloud:token: a secret is written in clear" in err and "pulumi config set --secret hcloud:token" in err
+    assert "resinfra:notificationWebhookUrl: a secret is written in clear" in err
+    assert "proxmoxve:password" not in err, "an encrypted value is fine"
+    assert "sentinel" not in err, "the value is never shown"

@@ -65,6 +65,12 @@ BAD_CONFIGS: list[tuple[str, Mutation, str, str]] = [
         "private",
     ),
     ("ssh-from-anywhere", set_key("resinfra:adminCidrs", ["0.0.0.0/0"]), "resinfra:adminCidrs[0]", "allowSshFromAnywhere"),
+    # Two halves are the whole internet: judged together, not by the prefix of one entry.
+    ("ssh-from-anywhere-in-two-halves", set_key("resinfra:adminCidrs", ["0.0.0.0/1", "128.0.0.0/1"]), "resinfra:adminCidrs[0]", "allowSshFromAnywhere"),
+    ("ssh-from-a-public-slash-8", set_key("resinfra:adminCidrs", ["198.51.100.0/24", "11.0.0.0/8"]), "resinfra:adminCidrs[1]", "public /8 or wider"),
+    # Sixteen /12s, each small enough alone, are 11.0.0.0/8 together.
+    ("ssh-from-a-slash-8-in-pieces", set_key("resinfra:adminCidrs", [f"11.{16 * i}.0.0/12" for i in range(16)]), "resinfra:adminCidrs", "11.0.0.0/8"),
+    ("ssh-from-ranges-too-large-together", set_key("resinfra:adminCidrs", ["1.0.0.0/11", "2.0.0.0/11"]), "resinfra:adminCidrs", "adminCidrsMaxShare"),
     ("missing-ssh-key", lambda v: v.pop("resinfra:sshPublicKey"), "resinfra:sshPublicKey", "missing"),
     ("missing-ssh-private-key", lambda v: v.pop("resinfra:sshPrivateKey"), "resinfra:sshPrivateKey", "pulumi config set --secret"),
     ("not-an-ssh-key", set_key("resinfra:sshPublicKey", "AAAAC3NzaC1lZDI1NTE5 me@laptop"), "resinfra:sshPublicKey", "ssh-ed25519"),
@@ -219,6 +225,16 @@ def test_several_problems_are_reported_together() -> None:
     with pytest.raises(config.ConfigError) as caught:
         config.load(values)
     assert {p.key for p in caught.value.problems} == {"resinfra:sites[2].workers", "resinfra:adminCidrs[0]"}
+
+
+@pytest.mark.parametrize("cidrs", [["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"], ["198.51.100.0/24", "203.0.113.0/24"], ["1.0.0.0/11"]])
+def test_private_and_office_sized_admin_ranges_are_accepted(cidrs: list[str]) -> None:
+    assert config.load(bad(set_key("resinfra:adminCidrs", cidrs))).admin_cidrs == cidrs
+
+
+def test_the_share_is_configurable() -> None:
+    values = bad(lambda v: (set_key("resinfra:adminCidrs", ["1.0.0.0/9"])(v), set_key("resinfra:adminCidrsMaxShare", 0.01)(v)))
+    assert config.load(values).admin_cidrs == ["1.0.0.0/9"]
 
 
 def test_allow_ssh_from_anywhere_accepts_the_world() -> None:
