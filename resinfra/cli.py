@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from resinfra import config, cost, images
-from resinfra.offline import OfflineRun, placeholder_for, run_offline, with_secret_placeholders
+from resinfra.offline import OFFLINE_SECRET_PLACEHOLDER, OfflineRun, placeholder_for, run_offline, with_secret_placeholders
 
 EXIT_BAD_CONFIG = 2
 
@@ -62,11 +62,39 @@ def read_stack_config(path: Path) -> tuple[dict[str, Any], list[str]]:
         print(f"resinfra: warning: {warning}", file=sys.stderr)
     secret_keys = []
     for key, value in list(values.items()):
-        if isinstance(value, dict) and set(value) == {"secure"}:
+        if _is_secure(value):
             # Never decrypted offline: the run gets a placeholder.
             values[key] = placeholder_for(key)
             secret_keys.append(key)
+        elif _holds_secure(value):
+            # `pulumi config set --secret --path key.sub`: the secret leaves get placeholders.
+            values[key] = _replace_secure(value)
+            secret_keys.append(key)
     return values, secret_keys
+
+
+def _is_secure(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"secure"}
+
+
+def _holds_secure(value: Any) -> bool:
+    if _is_secure(value):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_secure(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_secure(v) for v in value)
+    return False
+
+
+def _replace_secure(value: Any) -> Any:
+    if _is_secure(value):
+        return OFFLINE_SECRET_PLACEHOLDER
+    if isinstance(value, dict):
+        return {k: _replace_secure(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_secure(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------------------

@@ -8,10 +8,7 @@ servers and addresses get public IPs) so the program's ``apply`` chains run for 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import ipaddress
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,16 +17,11 @@ import pulumi
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 
-from resinfra import cloud_rules, config, stack
+from resinfra import cloud_rules, config, provider_outputs, stack
 
 PROJECT = "resinfra"
-MOCK_PUBLIC_RANGE = ipaddress.IPv4Network("100.64.0.0/10")
-"""Fake public addresses come from shared address space: clearly not anyone's real address."""
-MOCK_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-
-_AZURE_NAME_INPUT = {"VirtualMachine": "vmName"}
 
 
 @dataclass
@@ -76,151 +68,26 @@ def _contains_secret(value: Any) -> bool:
 
 
 class CloudMocks(pulumi.runtime.Mocks):
-    """Answers resource registrations and invokes like the four providers would."""
+    """Answers resource registrations and invokes like the four providers would (``provider_outputs``'s rules)."""
 
     def __init__(self) -> None:
-        self._ids: set[int] = set()
-        self._public: dict[str, str] = {}
+        self.allocator = provider_outputs.Allocator()
         self.lookups: list[Lookup] = []
 
     def public_ip(self, key: str) -> str:
-        """A stable fake public address for ``key`` (hash, then probe past collisions)."""
-        if key in self._public:
-            return self._public[key]
-        taken = set(self._public.values())
-        n = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
-        while True:
-            address = str(MOCK_PUBLIC_RANGE.network_address + 1 + n % (MOCK_PUBLIC_RANGE.num_addresses - 2))
-            if address not in taken:
-                self._public[key] = address
-                return address
-            n += 1
-
-    def _next_id(self, name: str) -> str:
-        """A stable integer id for ``name``: runs that differ elsewhere give a resource the same id."""
-        n = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % 900_000_000 + 100_000_000
-        while n in self._ids:
-            n += 1
-        self._ids.add(n)
-        return str(n)
+        """A stable fake public address for ``key``."""
+        return self.allocator.public_ip(key)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        inputs = dict(args.inputs)
-        typ, name = args.typ, args.name
-        package = typ.split(":")[0]
-        if typ.startswith("pulumi:providers:"):
-            return f"{name}-provider-id", inputs
-        if package == "hcloud":
-            return self._hcloud(typ, name, inputs)
-        if package == "gcp":
-            return self._gcp(typ, name, inputs)
-        if package == "azure-native":
-            return self._azure(typ, name, inputs)
-        if package == "proxmoxve":
-            return self._proxmox(typ, name, inputs)
-        if package == "random":
-            return self._random(typ, name, inputs)
-        return f"{name}-id", inputs
-
-    @staticmethod
-    def _random(typ: str, name: str, out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        if typ == "random:index/randomPassword:RandomPassword":
-            # Stable per name, of the requested length, from the allowed alphabet: a re-run
-            # yields the same value, so triggers that hash configs stay put.
-            alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-            length = int(out.get("length", 16))
-            seed = hashlib.sha256(f"mock-password:{name}".encode()).digest()
-            while len(seed) < length:
-                seed += hashlib.sha256(seed).digest()
-            out["result"] = "".join(alphabet[b % len(alphabet)] for b in seed[:length])
-        return f"{name}-id", out
-
-    def _hcloud(self, typ: str, name: str, out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        # hcloud ids are integers (the SDK wants Input[int] for network_id and friends).
-        ident = self._next_id(name)
-        if typ == "hcloud:index/server:Server":
-            out["ipv4Address"] = self.public_ip(name)
-            out["status"] = "running"
-        if typ == "hcloud:index/primaryIp:PrimaryIp":
-            out["ipAddress"] = self.public_ip(name)
-        return ident, out
-
-    def _gcp(self, typ: str, name: str, out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        kind = typ.split(":")[-1]
-        physical = out.get("name", name)
-        ident = f"projects/mock-project/{kind.lower()}s/{physical}"
-        out["selfLink"] = f"https://www.googleapis.com/compute/v1/{ident}"
-        if typ == "gcp:compute/instance:Instance":
-            for nic in out.get("networkInterfaces", []):
-                for access in nic.get("accessConfigs", []):
-                    access.setdefault("natIp", self.public_ip(name))  # a reserved address is kept
-            out["instanceId"] = self._next_id(name)
-        if typ == "gcp:compute/haVpnGateway:HaVpnGateway":
-            out["vpnInterfaces"] = [{"id": i, "ipAddress": self.public_ip(f"{name}-{i}")} for i in (0, 1)]
-        if typ == "gcp:compute/address:Address":
-            out["address"] = self.public_ip(name)
-        return ident, out
-
-    def _azure(self, typ: str, name: str, out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        _, module, kind = typ.split(":")
-        key = _AZURE_NAME_INPUT.get(kind, kind[0].lower() + kind[1:] + "Name")
-        key = re.sub(r"IP", "Ip", key)
-        physical = out.get(key, name)
-        out["name"] = physical  # azure-native does not auto-name under mocks
-        group = out.get("resourceGroupName", physical)
-        if kind == "ResourceGroup":
-            ident = f"/subscriptions/{MOCK_SUBSCRIPTION}/resourceGroups/{physical}"
-        else:
-            parent = out.get("virtualNetworkName")
-            plural = kind[0].lower() + kind[1:] + ("es" if kind.endswith("s") else "s")
-            path = f"virtualNetworks/{parent}/subnets/{physical}" if kind == "Subnet" and parent else f"{plural}/{physical}"
-            ident = f"/subscriptions/{MOCK_SUBSCRIPTION}/resourceGroups/{group}/providers/Microsoft.{module.capitalize()}/{path}"
-        out["id"] = ident
-        if kind == "PublicIPAddress":
-            out["ipAddress"] = self.public_ip(name)
-        return ident, out
-
-    def _proxmox(self, typ: str, name: str, out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        if typ == "proxmoxve:index/fileLegacy:FileLegacy":
-            raw = out.get("sourceRaw", {})
-            return f"{out.get('datastoreId')}:snippets/{raw.get('fileName', name)}", out
-        if typ == "proxmoxve:index/vmLegacy:VmLegacy":
-            return str(out.get("vmId", self._next_id(name))), out
-        return self._next_id(name), out
+        return provider_outputs.resource_outputs(self.allocator, args.typ, args.name, dict(args.inputs))
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        found = self._image_lookup(args.token, dict(args.args))
+        query = dict(args.args)
+        found = provider_outputs.image_lookup(self.allocator, args.token, query)
         if found is not None:
-            self.lookups.append(Lookup(args.token, dict(args.args), args.provider, found))
+            self.lookups.append(Lookup(args.token, query, args.provider, found))
             return found, []
-        if args.token == "azure-native:authorization:getClientConfig":
-            return {
-                "subscriptionId": MOCK_SUBSCRIPTION,
-                "tenantId": MOCK_SUBSCRIPTION,
-                "clientId": MOCK_SUBSCRIPTION,
-                "objectId": MOCK_SUBSCRIPTION,
-            }, []
-        return {}, []
-
-    def _image_lookup(self, token: str, query: dict[str, Any]) -> dict[str, Any] | None:
-        """Packer-built images, found as the providers would find them (stable ids per query)."""
-        if token == "hcloud:index/getImage:getImage":
-            # An hcloud snapshot: an integer id, the labels the selector asked for.
-            labels = dict(term.split("=", 1) for term in str(query.get("withSelector", "")).split(",") if "=" in term)
-            return {"id": int(self._next_id(f"image:{query.get('withSelector')}")), "type": "snapshot", "labels": labels, "mostRecent": query.get("mostRecent")}
-        group = f"/subscriptions/{MOCK_SUBSCRIPTION}/resourceGroups/{query.get('resourceGroupName')}/providers/Microsoft.Compute"
-        if token == "azure-native:compute:getImage":
-            return {"id": f"{group}/images/{query['imageName']}", "name": query["imageName"], "location": "westeurope"}
-        if token == "azure-native:compute:getGalleryImage":
-            name = query["galleryImageName"]
-            return {
-                "id": f"{group}/galleries/{query['galleryName']}/images/{name}",
-                "name": name,
-                "location": "westeurope",
-                "osType": "Linux",
-                "osState": "Generalized",
-            }
-        return None
+        return provider_outputs.invoke_result(self.allocator, args.token, query) or {}, []
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):

@@ -70,5 +70,7 @@ def push_files(
         create=PUSH_COMMAND,
         stdin=script,
         triggers=[script.apply(script_hash), node.resource.id],
-        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[node.resource])),
+        # Replaced with its machine: a new VM boots without the pushed files, and the triggers
+        # alone miss it where the provider keeps the id (a Proxmox VM id, a GCE or ARM path).
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[node.resource], replace_with=[node.resource])),
     )

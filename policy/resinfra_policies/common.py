@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ def get(props: Any, *path: str | int) -> Any:
     node = props
     for step in path:
         if isinstance(step, int):
-            if not isinstance(node, list | tuple) or step >= len(node):
+            if not _is_list(node) or step >= len(node):
                 return None
             node = node[step]
         else:
@@ -54,9 +54,15 @@ def as_list(value: Any) -> list[Any]:
     """A list for a list, [] for None, [value] otherwise."""
     if value is None:
         return []
-    if isinstance(value, list | tuple):
+    if _is_list(value):
         return list(value)
     return [value]
+
+
+def _is_list(value: Any) -> bool:
+    """A list, tuple or any other sequence but text: pulumi-policy hands rules its own read-only
+    proxies (``pulumi_policy.proxy``: a ``Sequence`` for lists, a ``Mapping`` for objects)."""
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
 def labels_of(resource_type: str, props: Props, provider_props: Props | None = None) -> dict[str, str]:

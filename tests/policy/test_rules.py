@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pulumi_policy.proxy import unknown_checking_proxy
 from resinfra_policies import crypto, exposure
 from resinfra_policies.common import Context, labels_of, stack_of_urn
 from resinfra_policies.registry import POLICIES, Level, evaluate
@@ -24,6 +25,14 @@ def test_fixture(case: Case) -> None:
         assert violations, f"{case.policy} missed the seeded violation {case.id}"
     else:
         assert violations == [], f"{case.policy} flagged a compliant resource: {violations}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_fixture_through_pulumi_policys_proxies(case: Case) -> None:
+    """Under the engine, rules get pulumi-policy's read-only proxies, not dicts and lists: same verdicts."""
+    context = Context(stack=case.stack, provider_props=case.provider_props or {})
+    proxied = unknown_checking_proxy(case.props)
+    assert BY_NAME[case.policy].check(case.type, proxied, context) == run(case)
 
 
 def test_every_policy_has_a_passing_and_a_violating_fixture() -> None:

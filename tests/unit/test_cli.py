@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from resinfra import cli
+from resinfra.offline import OFFLINE_SECRET_PLACEHOLDER
 
 
 def test_plan_text_shows_networks_firewalls_workers_and_gateways(capsys: pytest.CaptureFixture[str]) -> None:
@@ -56,6 +57,18 @@ def test_plan_reads_any_config_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     report = json.loads(capsys.readouterr().out)
     assert report["stack"] == "staging"
     assert all(m["name"].startswith("ri-stg-") for m in report["machines"])
+
+
+def test_plan_reads_secrets_set_by_path(tmp_path: Path) -> None:
+    """`pulumi config set --secret --path 'resinfra:healerEnvironment.HCLOUD_TOKEN'` (what the config's own Fix says) nests the
+    encrypted value; plan gives the nested leaf a placeholder and counts the key secret."""
+    source = (cli.project_dir() / "Pulumi.dev.yaml").read_text()
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(source + "  resinfra:healerEnvironment:\n    HCLOUD_TOKEN:\n      secure: v1:abcdef\n")
+    values, secret_keys = cli.read_stack_config(path)
+    assert values["resinfra:healerEnvironment"] == {"HCLOUD_TOKEN": OFFLINE_SECRET_PLACEHOLDER}
+    assert "resinfra:healerEnvironment" in secret_keys
+    assert cli.main(["plan", "--config-file", str(path), "--json"]) == 0
 
 
 def test_render_writes_one_file_per_machine_and_purpose(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
