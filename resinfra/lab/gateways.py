@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resinfra.addressing import SiteAddresses
+from resinfra.lab.changes import with_lab_bgp_timers
 from resinfra.lab.clouds import EmulatedCloud, emulate
 from resinfra.netlab import Lab, LabError, LabSite
 
@@ -72,7 +73,8 @@ def run_gateways(run: OfflineRun, nodes_per_site: int = 1) -> list[MeshGateway]:
             # A stack of one site has no links: its gateway VM gets no swanctl.conf, and its charon loads nothing.
             text = next((f.content for f in run.files if f.purpose == "swanctl" and f.machine == addresses.gateway_vm.name), "")
             strongswan[name] = (run.outputs["sites"][name]["gateway"]["publicIps"][0], text)
-    clouds = emulate([json.loads(f.content) for f in run.files if f.purpose == "managed-ipsec"], run.result.plan)
+    descriptions = with_lab_bgp_timers([json.loads(f.content) for f in run.files if f.purpose == "managed-ipsec"])
+    clouds = emulate(descriptions, run.result.plan)
     return mesh_gateways(run.result.plan, strongswan, clouds, nodes_per_site)
 
 

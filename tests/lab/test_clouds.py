@@ -157,3 +157,15 @@ def test_every_bgp_speaker_config_is_valid_bird(dev: dict[str, EmulatedCloud], p
             conf.write_text(bird.conf)
             result = subprocess.run(["bird", "-p", "-c", str(conf)], capture_output=True, text=True, check=False)
             assert result.returncode == 0, result.stderr
+
+
+def test_the_lab_shortens_only_the_cloud_routers_hold_time(dev_run: OfflineRun) -> None:
+    """changes.py item 9: the lab's GCP keeps Cloud Router's default timers; the program's stay 60/180 s."""
+    from resinfra.lab.changes import with_lab_bgp_timers
+
+    rendered = descriptions(dev_run)
+    changed = with_lab_bgp_timers(rendered)
+    routers = [d["cloudRouter"]["keepaliveIntervalSeconds"] for d in changed if "cloudRouter" in d]
+    assert routers and set(routers) == {20}
+    assert {d["cloudRouter"]["keepaliveIntervalSeconds"] for d in rendered if "cloudRouter" in d} == {60}, "the program's descriptions untouched"
+    assert [{k: v for k, v in d.items() if k != "cloudRouter"} for d in changed] == [{k: v for k, v in d.items() if k != "cloudRouter"} for d in rendered]
