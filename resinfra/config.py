@@ -508,8 +508,11 @@ def _problem_from_pydantic(err: Any, raw: Mapping[str, Any]) -> Problem:
         return _retired_site_key(loc, value, raw)
     if kind == "extra_forbidden":
         known = _known_fields(loc, raw)
+        if len(loc) == 1:
+            # The secret keys are read apart from the model (never validated as plain values), yet they are keys here.
+            known = [*known, *SECRET_KEYS, *OPTIONAL_SECRET_KEYS]
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else "remove it"
+        hint = f"did you mean '{close[0]}'?" if close else "remove it."
         return Problem(key, "unknown key", f"{hint} Known keys here: {', '.join(sorted(known))}")
     if kind == "union_tag_invalid":
         return Problem(
