@@ -61,14 +61,24 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     _, cfg = stack_config_from(args.config_file or args.stack or "dev")
     try:
+        # Each file's problem names the file: the two are easily swapped on a command line.
+        source = f"--inventory {args.inventory}"
         inventory = load_inventory(Path(args.inventory).read_text())
-        arrivals = parse_arrivals(json.loads(Path(args.alerts).read_text()))
+        source = f"--alerts {args.alerts}"
+        arrivals = parse_arrivals(_json_file(Path(args.alerts)))
         steps = simulate(inventory, arrivals, policy_settings(cfg.healer), repair_seconds=args.repair_seconds)
-    except (InventoryError, PayloadError, json.JSONDecodeError, OSError) as err:
-        print(f"resinfra heal simulate: {err}", file=sys.stderr)
+    except (InventoryError, PayloadError, OSError) as err:
+        print(f"resinfra heal simulate: {source}: {err}", file=sys.stderr)
         return EXIT_USAGE
     print(steps_json(steps) if args.json else format_steps(steps))
     return 0
+
+
+def _json_file(path: Path) -> object:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise PayloadError(f"not JSON: {err}") from None
 
 
 def cmd_acknowledge_journal(args: argparse.Namespace) -> int:

@@ -35,7 +35,16 @@ def parse_arrivals(document: Any) -> list[Arrival]:
     for i, entry in enumerate(document):
         if not isinstance(entry, dict) or not isinstance(entry.get("receivedAt"), str) or not isinstance(entry.get("payload"), dict):
             raise PayloadError(f"entry {i} needs receivedAt (RFC 3339) and payload (the webhook body)")
-        arrivals.append(Arrival(parse_time(entry["receivedAt"]), entry["payload"]))
+        # Both checked here, before anything is replayed, so the message can say which entry it is.
+        try:
+            received = parse_time(entry["receivedAt"])
+        except PayloadError as err:
+            raise PayloadError(f"entry {i}: receivedAt: {err}") from None
+        try:
+            parse_payload(entry["payload"])
+        except PayloadError as err:
+            raise PayloadError(f"entry {i} (receivedAt {entry['receivedAt']}): payload: {err}") from None
+        arrivals.append(Arrival(received, entry["payload"]))
     if any(b.received < a.received for a, b in itertools.pairwise(arrivals)):
         raise PayloadError("the alerts file is not in time order (receivedAt must not decrease)")
     return arrivals
