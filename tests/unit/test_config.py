@@ -51,7 +51,12 @@ BAD_CONFIGS: list[tuple[str, Mutation, str, str]] = [
     ("unknown-site-key", set_site("gcp", "machineTyp", "e2-small"), "resinfra:sites[0].machineTyp", "did you mean 'machineType'"),
     # Secret keys are known keys too: a misspelled one gets its suggestion (issue 16).
     ("secret-key-typo", set_key("resinfra:sshPrivatekey", "a key"), "resinfra:sshPrivatekey", "did you mean 'sshPrivateKey'"),
-    ("optional-secret-key-typo", set_key("resinfra:notificationWebhookUrls", "https://x"), "resinfra:notificationWebhookUrls", "did you mean 'notificationWebhookUrl'"),
+    (
+        "optional-secret-key-typo",
+        set_key("resinfra:notificationWebhookUrls", "https://x"),
+        "resinfra:notificationWebhookUrls",
+        "did you mean 'notificationWebhookUrl'",
+    ),
     ("zero-workers", set_site("hetzner", "workers", 0), "resinfra:sites[2].workers", "between 1 and 100"),
     ("too-many-workers", set_site("hetzner", "workers", 101), "resinfra:sites[2].workers", "between 1 and 100"),
     ("invalid-admin-cidr", set_key("resinfra:adminCidrs", ["10.0.0.300/24"]), "resinfra:adminCidrs[0]", "IPv4"),
