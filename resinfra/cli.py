@@ -314,21 +314,61 @@ def write_with_mode(path: Path, content: str, mode: int) -> None:
     tmp.replace(path)
 
 
+RENDER_MANIFEST = ".resinfra-render"
+"""What ``render`` wrote into ``--out`` (one relative path a line): the next render into it removes what it no longer writes."""
+
+
+class OutputDirError(Exception):
+    """``render --out`` names a directory render cannot take over."""
+
+
+def previous_render(out: Path) -> list[str]:
+    """The files an earlier render wrote into ``out``; refuses a directory holding anything else (a stale machine's
+    folder would sit beside the new ones, unnoticed)."""
+    manifest = out / RENDER_MANIFEST
+    if manifest.is_file():
+        # Only plain relative paths: an edited list cannot make render remove anything outside ``out``.
+        return [name for name in manifest.read_text().splitlines() if name and not Path(name).is_absolute() and ".." not in Path(name).parts]
+    if out.is_dir() and any(out.iterdir()):
+        found = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+        raise OutputDirError(
+            f"--out {out}: holds files resinfra render did not write ({found}). Fix: name an empty or new directory; "
+            f"render lists what it writes in {RENDER_MANIFEST} there, and a later render into it removes what it no longer writes."
+        )
+    return []
+
+
+def remove_stale(out: Path, stale: list[str]) -> None:
+    """Remove files of an earlier render that this one did not write, then the folders they leave empty."""
+    for name in stale:
+        (out / name).unlink(missing_ok=True)
+    for folder in sorted({(out / name).parent for name in stale}, key=lambda p: len(p.parts), reverse=True):
+        while folder != out and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     run, _, _, _ = run_stack(args)
     warning = format_placeholders([problem_row(p) for p in run.refused], [problem_row(p) for p in run.placeholder_notes])
     if warning:
         print("\n".join(warning), file=sys.stderr)
     out = Path(args.out)
-    written = 0
+    earlier = previous_render(out)
+    written = []
     for f in run.files:
         target = out / f.machine / f.filename
         target.parent.mkdir(parents=True, exist_ok=True)
         # Files holding secrets (PSKs, tokens) are readable by the owner only, from their first byte.
         write_with_mode(target, f.content, 0o600 if f.secret else 0o644)
-        written += 1
+        written.append(target.relative_to(out).as_posix())
         print(f"{f.purpose:12s} {target}")
-    print(f"{written} files written to {out}")
+    stale = sorted(set(earlier) - set(written))
+    remove_stale(out, stale)
+    (out / RENDER_MANIFEST).write_text("".join(f"{name}\n" for name in written))
+    print(f"{len(written)} files written to {out}")
+    if stale:
+        print(f"removed {len(stale)} files no longer rendered (an earlier render's): {', '.join(stale)}")
     return 0
 
 
@@ -391,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (config.ConfigError, StackFileError) as err:
+    except (config.ConfigError, StackFileError, OutputDirError) as err:
         print(f"resinfra: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
 

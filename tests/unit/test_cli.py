@@ -229,3 +229,33 @@ def test_the_images_table_names_how_a_built_image_is_found(tmp_path: Path, capsy
     assert cli.main(["plan", "--config-file", str(path)]) == 0
     rows = section(capsys.readouterr().out, "Images")[1:]
     assert [row.split()[2:4] for row in rows if row.split()[0] == "gcp"] == [["packer", "(gce-image-family)"]]
+
+
+def test_render_again_removes_what_it_no_longer_renders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A second render into the same directory leaves no stale machine beside the new ones, and says what it removed."""
+    import yaml
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "out"
+    assert cli.main(["render", "--out", str(out)]) == 0
+    assert (out / "ri-dev-gcp-worker-2" / "user-data.yaml").is_file()
+    stack = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    for site in stack["config"]["resinfra:sites"]:
+        site["workers"] = 1
+    smaller = tmp_path / "Pulumi.dev.yaml"
+    smaller.write_text(yaml.safe_dump(stack))
+    capsys.readouterr()
+    assert cli.main(["render", "--config-file", str(smaller), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    machines = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert "ri-dev-gcp-worker-2" not in machines and "ri-dev-gcp-worker-1" in machines
+    assert "removed 4 files no longer rendered" in printed and "ri-dev-gcp-worker-2/user-data.yaml" in printed, printed
+
+
+def test_render_refuses_a_directory_holding_other_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli.main(["render", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path}" in err and "Fix:" in err and "notes.txt" in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"], "nothing written, nothing removed"
