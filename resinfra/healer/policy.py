@@ -254,6 +254,14 @@ def refuse_interrupted(c: Candidate, s: Situation) -> Decision | None:
     return None
 
 
+def wait_own_repair(c: Candidate, s: Situation) -> Decision | None:
+    """The machine's own repair is running: say so (its backoff would read "repaired recently" before it has finished)."""
+    running = next((r for r in s.history.repairs.get(c.name, ()) if r.finished is None), None)
+    if running is not None:
+        return _decision(c, Kind.WAIT, Reason.REPAIR_IN_FLIGHT, f"its repair is running since {format_time(running.started)}")
+    return None
+
+
 def wait_startup_grace(c: Candidate, s: Situation) -> Decision | None:
     created = c.machine.created if c.machine else None
     if created is not None and s.now < created + s.settings.startup_grace:
@@ -306,6 +314,7 @@ NODE_RULES: tuple[NodeRule, ...] = (
     refuse_partitioned,
     refuse_gateway,
     refuse_interrupted,
+    wait_own_repair,
     wait_startup_grace,
     refuse_flapping,
     wait_backoff,
