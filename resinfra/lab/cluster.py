@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.parse
 import urllib.request
@@ -50,8 +51,10 @@ from resinfra.lab.state import (
     stop,
     write_atomic,
 )
+from resinfra.mesh.crypto import DPD_DELAY_SECONDS
 from resinfra.monitoring_local import NODE_EXPORTER_BIN
 from resinfra.netlab import CHARON, Lab, LabError, run, wait_for
+from resinfra.netlab import dead_peer_seconds as netlab_dead_peer_seconds
 from resinfra.render.monitoring import Endpoint
 from resinfra.render.tooling_units import tooling_services
 
@@ -82,11 +85,25 @@ def root_of(name: str) -> Path:
     return changes.STATE_ROOT / name
 
 
+ROOT_NEEDS = {
+    "up": "it creates network namespaces and runs IPsec gateways, the monitoring and the healer in them",
+    "status": "it reads the lab's state (root's, under /var/lib/resinfra-lab) and asks the gateways in the lab's namespaces",
+    "kill": "it kills the machine's processes and takes its links down inside the lab's namespaces",
+    "replace": "it re-creates the machine's namespace and starts its processes",
+    "partition": "it changes links inside the lab's namespaces",
+    "heal": "it changes links inside the lab's namespaces",
+    "kill-instance": "it changes links inside the lab's namespaces and stops the instance's gateways",
+    "revive-instance": "it starts processes in the lab's namespaces",
+    "restart-healer": "it signals the healer (root's process) and starts it again in the resinfra VM's namespace",
+    "down": "it stops the lab's processes and deletes its namespaces",
+}
+"""What each ``lab`` command does that only root may: said when a user runs it as someone else."""
+
+
 def require_root(command: str) -> None:
     if os.geteuid() != 0:
         raise LabUsageError(
-            f"resinfra lab {command} needs root: it creates network namespaces and runs IPsec gateways in them. "
-            f"Run it with sudo, e.g. sudo .venv/bin/resinfra lab {command}"
+            f"resinfra lab {command} needs root: {ROOT_NEEDS[command]}. Run it as root, with the virtualenv's command: .venv/bin/resinfra lab {command}"
         )
 
 
@@ -520,6 +537,7 @@ def status_report(name: str, events: int = 10) -> dict[str, Any]:
         "upSeconds": round(time.time() - state.created, 1),
         "ui": ui_urls(state),
         "partitioned": state.partitioned,
+        "partitionedSeconds": {site: round(time.time() - at, 1) for site, at in state.partitioned_at.items()},
         "failedInstances": {s.key: s.failed_routers for s in state.sites if s.failed_routers},
         "tunnels": tunnel_report(lab),
         "tunnelSites": tunnel_sites(lab),
@@ -572,6 +590,15 @@ def _target_name(target: dict[str, Any]) -> str:
     return f"{target['source']} -> {target['node']}" if target["source"] else target["node"] or target["instance"]
 
 
+STATUS_WIDTH = 150
+"""``lab status`` wraps longer lines at word boundaries."""
+
+
+def dead_peer_seconds() -> float:
+    """How long the lab's charons take to declare a silent peer dead (the mesh's DPD delay, then the lab's retransmits)."""
+    return netlab_dead_peer_seconds(DPD_DELAY_SECONDS)
+
+
 def format_status(report: dict[str, Any]) -> str:
     lines = [
         f"lab {report['name']}: stack {report['stack']} ({report['configFile']})"
@@ -597,6 +624,13 @@ def format_status(report: dict[str, Any]) -> str:
         )
     for site, instances in report.get("failedInstances", {}).items():
         lines.append(f"  {site}: gateway instance(s) {', '.join(instances)} killed (lab revive-instance restores)")
+    notice = dead_peer_seconds()
+    for site, seconds in sorted(report.get("partitionedSeconds", {}).items()):
+        if seconds < notice:
+            lines.append(
+                f"  {site} was cut off {seconds:.0f} s ago: its tunnels show up until dead-peer detection notices, "
+                f"about {notice:.0f} s after the cut ({DPD_DELAY_SECONDS} s without traffic, then the lab's IKE retransmits)"
+            )
     targets = report["targets"]
     up_count = sum(1 for t in targets if t["health"] == "up")
     lines += ["", f"Scrape targets: {up_count}/{len(targets)} up"]
@@ -616,7 +650,9 @@ def format_status(report: dict[str, Any]) -> str:
     for e in report["healer"]:
         what = " ".join(str(e[k]) for k in ("kind", "reason", "outcome") if e.get(k))
         subject = e.get("machine") or (f"site {e['site']}" if e.get("site") else "")
-        lines.append(f"  {e['time']}  {e['event']:17s} {subject:28s} {what}  {e.get('detail', '')[:90]}".rstrip())
+        head = f"  {e['time']}  {e['event']:17s} {subject:28s} {what}"
+        # Whole words on lines of at most STATUS_WIDTH: a decision's detail is its reason spelled out.
+        lines += textwrap.wrap(f"{head}  {e.get('detail', '')}".rstrip(), STATUS_WIDTH, subsequent_indent=" " * 24, break_long_words=False)
     dead = [k for k, ok in report["processes"].items() if not ok]
     lines += ["", f"Processes: {len(report['processes']) - len(dead)}/{len(report['processes'])} running" + (f"; stopped: {', '.join(dead)}" if dead else "")]
     if report["deadMachines"]:
@@ -729,6 +765,9 @@ def set_partition(name: str, site: str, partitioned: bool) -> None:
         state.site(site)
         state.netlab().set_uplink(site, not partitioned)
         state.partitioned = sorted(set(state.partitioned) - {site} | ({site} if partitioned else set()))
+        state.partitioned_at = {s: t for s, t in state.partitioned_at.items() if s in state.partitioned}
+        if partitioned:
+            state.partitioned_at.setdefault(site, time.time())
 
 
 def restart_healer(name: str, crash: bool = False) -> ProcessRecord:

@@ -137,6 +137,8 @@ class LabState(_Model):
     ui_targets: dict[str, str] = {}
     """What each UI port reaches inside the resinfra VM's namespace (host:port)."""
     partitioned: list[str] = []
+    partitioned_at: dict[str, float] = {}
+    """When each partitioned site was cut (POSIX time): its tunnels look up until dead-peer detection notices."""
     tunnels: int = 0
     expected_targets: int = 0
     """Scrape targets of the node and mesh jobs (each must be up)."""

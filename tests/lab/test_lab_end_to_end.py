@@ -134,6 +134,8 @@ def test_a_partitioned_site_fires_site_unreachable_and_nothing_is_replaced(lab: 
     wait_for(lambda: targets_healthy(state()), TIMEOUT, "every target up")
     cut = time.time()
     assert lab_command("partition", site).returncode == 0
+    status = lab_command("status")
+    assert f"{site} was cut off" in status.stdout and "until dead-peer detection notices" in status.stdout, status.stdout + status.stderr
     wait_for_event(lab, audit_alert("SiteUnreachable", "firing", site=site), cut, TIMEOUT)
     refused = wait_for_event(lab, lambda e: e["event"] == "decision" and e["site"] == site and e["reason"] == "site-partitioned", cut, TIMEOUT)
     assert refused["kind"] == "refuse"
