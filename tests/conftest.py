@@ -34,6 +34,34 @@ def require_tool(name: str) -> str:
     return path
 
 
+def lab_name_for_tests(variable: str, default: str, suffix: str = "") -> str:
+    """A lab name for a test module (1-6 lowercase letters or digits): ``$variable`` (or ``default``), then the
+    pytest-xdist worker's number, then ``suffix``, so two workers, or two checkouts given different names, never share one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... under pytest-xdist; unset otherwise
+    number = worker.removeprefix("gw") if worker.startswith("gw") else ""
+    base = os.environ.get(variable, default)
+    return base[: 6 - len(number) - len(suffix)] + number + suffix
+
+
+SHARED_SCOPES = {"package", "module", "class"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that share a fixture wider than one test (a lab, running daemons, an engine project) go to one
+    pytest-xdist worker (``--dist loadgroup``), so it is set up once; those groups are the slow ones and go first."""
+    grouped: list[pytest.Item] = []
+    free: list[pytest.Item] = []
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        definitions = info.name2fixturedefs.values() if info is not None else []
+        if any(d.scope in SHARED_SCOPES for defs in definitions for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+            grouped.append(item)
+        else:
+            free.append(item)
+    items[:] = grouped + free
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces)")

@@ -10,7 +10,6 @@ The tests run in this order and share one lab.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import urllib.request
@@ -34,10 +33,11 @@ from resinfra.lab.cluster import (
 )
 from resinfra.lab.state import LabState, alive, existing_namespaces, load
 from resinfra.netlab import wait_for
+from tests.conftest import lab_name_for_tests
 from tests.lab import running
 
 # Overridable so that two checkouts on one machine can run the lab tests at once.
-NAME = os.environ.get("RESINFRA_TEST_LAB_NAME", "rlt")
+NAME = lab_name_for_tests("RESINFRA_TEST_LAB_NAME", "rlt")
 MARK = "192.0.2.1/32"
 TIMEOUT = 60.0
 """Seconds for anything the lab's timings do in under 10."""
