@@ -30,7 +30,7 @@ DEFAULT_SETTINGS = "/etc/resinfra-healer/healer.json"
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], stack_args: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``heal`` and ``heal simulate`` to the ``resinfra`` command."""
-    heal = sub.add_parser("heal", help="run the healer service (on the resinfra VM), or `heal simulate` to replay the policy on recorded alerts")
+    heal = sub.add_parser("heal", help="run the healer service (on the tooling VM), or `heal simulate` to replay the policy on recorded alerts")
     heal.add_argument("--settings", default=DEFAULT_SETTINGS, help=f"the healer's settings file (default {DEFAULT_SETTINGS})")
     heal.add_argument("--inventory", help="read machines from this file (pulumi stack output inventory --json) instead of the stack")
     heal.add_argument(

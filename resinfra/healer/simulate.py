@@ -1,7 +1,7 @@
 """What-if: the policy replayed over a recorded inventory and a time-ordered list of Alertmanager payloads; nothing is done.
 
 A REPLACE decision is played as a repair that takes ``repair_seconds`` and succeeds, so
-backoff, one-at-a-time and flapping show as they would on the resinfra VM.
+backoff, one-at-a-time and flapping show as they would on the tooling VM.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ ROOT_NEEDS = {
     "heal": "it changes links inside the lab's namespaces",
     "kill-instance": "it changes links inside the lab's namespaces and stops the instance's gateways",
     "revive-instance": "it starts processes in the lab's namespaces",
-    "restart-healer": "it signals the healer (root's process) and starts it again in the resinfra VM's namespace",
+    "restart-healer": "it signals the healer (root's process) and starts it again in the tooling VM's namespace",
     "down": "it stops the lab's processes and deletes its namespaces",
 }
 """What each ``lab`` command does that only root may: said when a user runs it as someone else."""
@@ -281,7 +281,7 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
     with progress.step("booting every machine from its user-data (node_exporter; blackbox_exporter on probers)"), changing(root) as state:
         for machine in state.machines.values():
             state.processes.update(boot_machine(lab, machine, logs))
-    with progress.step("starting the resinfra VM: Prometheus, Alertmanager, blackbox_exporter and the healer with the rendered configs"):
+    with progress.step("starting the tooling VM: Prometheus, Alertmanager, blackbox_exporter and the healer with the rendered configs"):
         start_tooling(plan, root)
     with progress.step("forwarding the UIs to this machine's loopback"):
         start_forwarder(plan, root)
@@ -303,7 +303,7 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
     victim = kill_suggestion(state)
     if victim is not None:
         tries.append(f"lab kill {victim}")
-    # A partition cuts a site off from the resinfra VM's: a stack of one site has none to cut.
+    # A partition cuts a site off from the tooling VM's: a stack of one site has none to cut.
     site = next((s.key for s in state.sites if s.key != state.machines[plan.tooling.name].site), None)
     if site is not None:
         tries += [f"lab partition {site}", f"lab heal {site}"]
@@ -313,7 +313,7 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
 
 def kill_suggestion(state: LabState) -> str | None:
     """A worker whose death is a NodeDown: its site keeps another machine (else the site goes dark, a partition),
-    preferably across a tunnel from the resinfra VM."""
+    preferably across a tunnel from the tooling VM."""
     tooling_site = next(m.site for m in state.machines.values() if m.role is Role.TOOLING)
     candidates = [m for m in state.machines.values() if m.role is Role.WORKER and any(o.site == m.site and o.name != m.name for o in state.machines.values())]
     ranked = sorted(candidates, key=lambda m: (m.site == tooling_site, -(m.node_index or 0)))
@@ -373,7 +373,7 @@ def record_daemons(lab: Lab, root: Path) -> None:
 
 
 def start_tooling(plan: LabPlan, root: Path) -> None:
-    """Write the resinfra VM's pushed files (the three push sets) and its healer's, and start its services."""
+    """Write the tooling VM's pushed files (the three push sets) and its healer's, and start its services."""
     from resinfra.monitoring_local import write_files
 
     token = secrets.token_urlsafe(32)
@@ -399,7 +399,7 @@ def start_tooling(plan: LabPlan, root: Path) -> None:
 
 
 def healer_command(plan: LabPlan) -> list[str]:
-    """``resinfra heal`` as on the resinfra VM, with the lab's settings, its inventory file and the lab's replacement as
+    """``resinfra heal`` as on the tooling VM, with the lab's settings, its inventory file and the lab's replacement as
     the local action (instead of ``pulumi up --replace``)."""
     action = shlex.join([sys.executable, "-m", "resinfra.lab.cli", "replace", "--name", plan.name])
     return [
@@ -577,7 +577,7 @@ def format_ui(state: LabState) -> str:
     urls = ui_urls(state)
     return "\n".join(
         [
-            "UIs on this machine (forwarded into the resinfra VM's namespace):",
+            "UIs on this machine (forwarded into the tooling VM's namespace):",
             f"  Prometheus      {urls['prometheus']}   (in the lab: {state.ui_targets['prometheus']})",
             f"  Alertmanager    {urls['alertmanager']}   (in the lab: {state.ui_targets['alertmanager']})",
             f"  healer metrics  {urls['healer']}   (in the lab: {state.ui_targets['healer']})",
@@ -664,18 +664,18 @@ def format_status(report: dict[str, Any]) -> str:
 
 
 def _stop_machine(state: LabState, machine_name: str) -> tuple[MachineRecord, Lab]:
-    """SIGKILL a machine's processes (a gateway VM's charon and bird too); the resinfra VM is refused: the monitoring and
+    """SIGKILL a machine's processes (a gateway VM's charon and bird too); the tooling VM is refused: the monitoring and
     the healer run on it (the healer never replaces it either)."""
     machine = state.machine(machine_name)
     if machine.role is Role.TOOLING:
-        raise LabUsageError(f"{machine_name} is the resinfra VM: it runs the monitoring and the healer, which would then see nothing; use lab down")
+        raise LabUsageError(f"{machine_name} is the tooling VM: it runs the monitoring and the healer, which would then see nothing; use lab down")
     for key in _machine_processes(state, machine):
         stop(state.processes.pop(key), grace=0, sig=signal.SIGKILL)
     return machine, state.netlab()
 
 
 def kill(name: str, machine_name: str) -> MachineRecord:
-    """Kill a machine as a crash would: its processes get SIGKILL and its network goes dark. The resinfra VM cannot be killed."""
+    """Kill a machine as a crash would: its processes get SIGKILL and its network goes dark. The tooling VM cannot be killed."""
     require_root("kill")
     with changing(root_of(name)) as state:
         machine, lab = _stop_machine(state, machine_name)

@@ -101,7 +101,7 @@ def test_plan_shows_the_tunnel_matrix(capsys: pytest.CaptureFixture[str]) -> Non
 def test_render_writes_gateway_configs_and_managed_ends_owner_only(tmp_path: Path) -> None:
     assert cli.main(["render", "--out", str(tmp_path)]) == 0
     secret = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and stat.S_IMODE(p.stat().st_mode) == 0o600)
-    # The resinfra VM's secret files are checked in tests/unit/test_tooling.py.
+    # The tooling VM's secret files are checked in tests/unit/test_tooling.py.
     secret = [f for f in secret if not f.startswith("ri-dev-hetzner-tooling/")]
     assert secret == [
         "ri-dev-azure-vpn-gw/azure-hetzner.json",
