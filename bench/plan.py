@@ -3,7 +3,7 @@
 Run: ``uv run python bench/plan.py [--runs N] [--no-big]``. Prints the machine it ran on, then:
 
 - the whole ``resinfra plan`` command on the dev stack (the virtualenv's script, and as ``uv run resinfra plan``), warm (the SDKs' bytecode compiled, as
-  ``uv sync`` leaves it with the project's ``compile-bytecode`` setting) and cold (no bytecode at
+  after a first run or ``uv sync --compile-bytecode``) and cold (no bytecode at
   all and none written, as with ``PYTHONDONTWRITEBYTECODE=1`` in a virtualenv installed without
   compiling: every run compiles the SDKs from source), median of ``--runs`` each;
 - in one process: importing the ``resinfra`` command, the first offline run (which loads the
@@ -98,7 +98,7 @@ def main() -> None:
     with LoadSampler(interval=2) as load, tempfile.TemporaryDirectory(prefix="plan-bench-nopyc-") as empty:
         warm = whole_command(args.runs, dict(os.environ))
         print(summary("`resinfra plan`, dev stack, warm bytecode", warm, width=44), flush=True)
-        # What a user types: uv checks the environment first (and, with compile-bytecode, the bytecode).
+        # What a user types: uv checks the environment first.
         print(summary("`uv run resinfra plan`, warm bytecode", whole_command(args.runs, dict(os.environ), via_uv=True), width=44), flush=True)
         # An empty bytecode cache that nothing is written to: every module is compiled from source, every run.
         cold_env = dict(os.environ, PYTHONPYCACHEPREFIX=empty, PYTHONDONTWRITEBYTECODE="1")
