@@ -70,7 +70,7 @@ def worker_kills(state: LabState, runs: int) -> tuple[list[float], list[float]]:
 
 
 def partitions(state: LabState, count: int, seconds: float) -> tuple[list[float], list[float], int]:
-    """Partitions of the sites other than the resinfra VM's in turn: SiteUnreachable seen, back after the heal, and the
+    """Partitions of the sites other than the tooling VM's in turn: SiteUnreachable seen, back after the heal, and the
     replacements started meanwhile (must be 0)."""
     tooling_site = next(m.site for m in state.machines.values() if m.role is Role.TOOLING)
     sites = [s.key for s in state.sites if s.key != tooling_site]
@@ -113,7 +113,7 @@ def main() -> int:
     parser.add_argument("--stack", default="dev", help="the stack (Pulumi.STACK.yaml), default dev")
     parser.add_argument("--runs", type=int, default=5, help="worker kills to time (median of these; at least 3, or 0 to skip)")
     parser.add_argument("--workers", type=int, default=2, help="workers per site (at least 2, so a kill is a NodeDown)")
-    parser.add_argument("--partitions", type=int, default=3, help="partitions, of the sites other than the resinfra VM's in turn (0 to skip)")
+    parser.add_argument("--partitions", type=int, default=3, help="partitions, of the sites other than the tooling VM's in turn (0 to skip)")
     parser.add_argument("--partition-seconds", type=float, default=40.0, help="how long a site stays cut off (past dead-peer detection, about 25 s)")
     parser.add_argument("--failovers", type=int, default=0, help="Azure instance failovers to time (active-active stacks: prod), alternating instances")
     args = parser.parse_args()

@@ -1,26 +1,46 @@
-"""Time ``resinfra plan`` on the dev stack and on a 4-site x 100-worker stack.
+"""Time ``resinfra plan``: the whole command with and without compiled bytecode, where its time goes, and a big stack.
 
-Run: ``uv run python bench/plan.py``. Prints the in-process time of the offline run
-(median of 3, after one warm-up), the wall time of the whole ``resinfra plan`` command
-for the dev stack, and the ratio of the two stacks' run times.
+Run: ``uv run python bench/plan.py [--runs N] [--no-big]``. Prints the machine it ran on, then:
+
+- the whole ``resinfra plan`` command on the dev stack (the virtualenv's script, and as ``uv run resinfra plan``), warm (the SDKs' bytecode compiled, as
+  after a first run or ``uv sync --compile-bytecode``) and cold (no bytecode at
+  all and none written, as with ``PYTHONDONTWRITEBYTECODE=1`` in a virtualenv installed without
+  compiling: every run compiles the SDKs from source), median of ``--runs`` each;
+- in one process: importing the ``resinfra`` command, the first offline run (which loads the
+  provider SDKs it uses), and a second run (the program under mocks alone);
+- the offline run of a 4-site x 100-worker stack against the dev stack's.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+from common import summary
+from machine import ROOT, LoadSampler, describe
 
-from resinfra.offline import run_offline
-
-ROOT = Path(__file__).resolve().parent.parent
-RUNS = 3
+PHASES = """
+import contextlib, io, time
+started = time.perf_counter()
+from resinfra import cli
+imported = time.perf_counter()
+with contextlib.redirect_stdout(io.StringIO()):
+    cli.main(["plan"])
+first = time.perf_counter()
+with contextlib.redirect_stdout(io.StringIO()):
+    cli.main(["plan"])
+second = time.perf_counter()
+print(imported - started, first - imported, second - first)
+"""
 
 
 def dev_values() -> dict[str, Any]:
@@ -36,11 +56,32 @@ def big_values(workers: int = 100) -> dict[str, Any]:
     return values
 
 
-def time_offline(values: dict[str, Any]) -> tuple[float, int]:
+def whole_command(runs: int, env: dict[str, str], via_uv: bool = False) -> list[float]:
+    command = ["uv", "run", "resinfra", "plan"] if via_uv else [str(Path(sys.executable).parent / "resinfra"), "plan"]
+    subprocess.run(command, check=True, capture_output=True, env=env, cwd=ROOT)  # the disk cache, not the bytecode
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, env=env, cwd=ROOT)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def phases(runs: int) -> list[tuple[float, ...]]:
+    out = []
+    for _ in range(runs):
+        done = subprocess.run([sys.executable, "-c", PHASES], check=True, capture_output=True, text=True, cwd=ROOT)
+        out.append(tuple(float(x) for x in done.stdout.split()))
+    return out
+
+
+def offline_seconds(values: dict[str, Any], runs: int) -> tuple[float, int]:
+    from resinfra.offline import run_offline
+
     run_offline(values)  # warm-up: imports and caches
     samples = []
     resources = 0
-    for _ in range(RUNS):
+    for _ in range(runs):
         started = time.perf_counter()
         run = run_offline(values)
         samples.append(time.perf_counter() - started)
@@ -48,25 +89,30 @@ def time_offline(values: dict[str, Any]) -> tuple[float, int]:
     return statistics.median(samples), resources
 
 
-def time_cli() -> float:
-    command = [str(Path(sys.executable).parent / "resinfra"), "plan"]
-    subprocess.run(command, check=True, capture_output=True)  # warm the disk cache
-    samples = []
-    for _ in range(RUNS):
-        started = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
-
-
 def main() -> None:
-    dev_seconds, dev_resources = time_offline(dev_values())
-    big_seconds, big_resources = time_offline(big_values())
-    cli_seconds = time_cli()
-    print(f"dev stack (4 sites x 2 workers): {dev_resources} resources, offline run {dev_seconds:.2f} s (median of {RUNS})")
-    print(f"dev stack, whole `resinfra plan` command (warm): {cli_seconds:.2f} s (median of {RUNS})")
-    print(f"big stack (4 sites x 100 workers): {big_resources} resources, offline run {big_seconds:.2f} s (median of {RUNS})")
-    print(f"ratio big/dev: {big_seconds / dev_seconds:.1f}x for {big_resources / dev_resources:.1f}x the resources")
+    parser = argparse.ArgumentParser(description="Time resinfra plan.")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--no-big", action="store_true", help="skip the 4 x 100-worker stack")
+    args = parser.parse_args()
+    print(describe(), flush=True)
+    with LoadSampler(interval=2) as load, tempfile.TemporaryDirectory(prefix="plan-bench-nopyc-") as empty:
+        warm = whole_command(args.runs, dict(os.environ))
+        print(summary("`resinfra plan`, dev stack, warm bytecode", warm, width=44), flush=True)
+        # What a user types: uv checks the environment first.
+        print(summary("`uv run resinfra plan`, warm bytecode", whole_command(args.runs, dict(os.environ), via_uv=True), width=44), flush=True)
+        # An empty bytecode cache that nothing is written to: every module is compiled from source, every run.
+        cold_env = dict(os.environ, PYTHONPYCACHEPREFIX=empty, PYTHONDONTWRITEBYTECODE="1")
+        cold = whole_command(max(2, args.runs // 2), cold_env)
+        print(summary("`resinfra plan`, dev stack, no bytecode", cold, width=44), flush=True)
+        split = phases(args.runs)
+        print(summary("  import the resinfra command", [s[0] for s in split], width=44))
+        print(summary("  first offline run (loads the SDKs it uses)", [s[1] for s in split], width=44))
+        print(summary("  second offline run (the program alone)", [s[2] for s in split], width=44), flush=True)
+        if not args.no_big:
+            dev_seconds, dev_resources = offline_seconds(dev_values(), 3)
+            big_seconds, big_resources = offline_seconds(big_values(), 3)
+            print(f"offline run, dev stack: {dev_resources} resources in {dev_seconds:.2f} s; 4 sites x 100 workers: {big_resources} in {big_seconds:.2f} s")
+    print(load.summary())
 
 
 if __name__ == "__main__":

@@ -84,11 +84,11 @@ class SiteAddresses:
     gateway_vm: NodeAddress | None = None
     """The strongSwan gateway VM, on sites without a managed gateway."""
     tooling_vm: NodeAddress | None = None
-    """The resinfra VM, on the one site that hosts it."""
+    """The tooling VM, on the one site that hosts it."""
 
     @property
     def machines(self) -> tuple[NodeAddress, ...]:
-        """Every machine of the site: gateway VM, resinfra VM, then workers."""
+        """Every machine of the site: gateway VM, tooling VM, then workers."""
         return tuple(m for m in (self.gateway_vm, self.tooling_vm) if m) + self.workers
 
 

@@ -136,6 +136,7 @@ def plan_report(run: OfflineRun, stack: str, source: Path, seconds: float) -> di
                 "subnet": str(run.result.plan[s.name].subnet),
                 "gatewaySubnet": str(run.result.plan[s.name].gateway_subnet),
                 "gateway": run.outputs["sites"][s.name]["gateway"],
+                "tunnelAddresses": tunnel_addresses(run.outputs["tunnels"], s.name),
                 "workers": s.workers,
             }
             for s in cfg.sites
@@ -148,6 +149,31 @@ def plan_report(run: OfflineRun, stack: str, source: Path, seconds: float) -> di
         "countsByType": dict(sorted(Counter(r.type for r in custom).items())),
         "cost": cost.cost_report(cost.estimate(cfg)),
     }
+
+
+def tunnel_addresses(tunnels: list[dict[str, Any]], site: str) -> dict[str, list[str]]:
+    """Every public address ``site``'s tunnel ends use, with the kinds of link that use it.
+
+    Not only the gateway's: a GCP site meets strongSwan sites on its Classic VPN gateway's own address.
+    """
+    out: dict[str, list[str]] = {}
+    for tunnel in tunnels:
+        for end in tunnel["ends"]:
+            if end["site"] == site:
+                for ip in end["publicIps"]:
+                    kinds = out.setdefault(ip, [])
+                    if tunnel["kind"] not in kinds:
+                        kinds.append(tunnel["kind"])
+    return out
+
+
+def gateway_addresses(site: dict[str, Any]) -> str:
+    """The address plan's cell: the gateway's public addresses, then any other address its tunnels use (a Classic VPN's)."""
+    own = site["gateway"]["publicIps"]
+    others = [
+        f"{ip} ({'Classic VPN' if any('classic' in k for k in kinds) else ', '.join(kinds)})" for ip, kinds in site["tunnelAddresses"].items() if ip not in own
+    ]
+    return ", ".join([*own, *others])
 
 
 def problem_row(problem: config.Problem) -> dict[str, str]:
@@ -188,6 +214,11 @@ def image_rows(run: OfflineRun) -> list[dict[str, str]]:
     ]
 
 
+def image_mode(row: dict[str, str]) -> str:
+    """The mode, and how the image is found when that says more than the mode (``packer (gce-image-family)``, ``stock (override)``)."""
+    return row["mode"] if row["source"] == row["mode"] else f"{row['mode']} ({row['source']})"
+
+
 def format_plan(report: dict[str, Any]) -> str:
     """Human-readable plan."""
     lines = [
@@ -203,11 +234,11 @@ def format_plan(report: dict[str, Any]) -> str:
     rows = [("site", "provider", "no", "block", "worker subnet", "gateway", "gateway public", "workers")]
     for s in report["sites"]:
         gw = s["gateway"]
-        rows.append((s["name"], s["provider"], str(s["number"]), s["block"], s["subnet"], gw["kind"], ", ".join(gw["publicIps"]), str(s["workers"])))
+        rows.append((s["name"], s["provider"], str(s["number"]), s["block"], s["subnet"], gw["kind"], gateway_addresses(s), str(s["workers"])))
     lines += _table(rows)
     lines += ["", "Images (mode stock: Ubuntu 24.04 + full user-data; packer: images/ + the machine's own user-data)"]
-    rows = [("site", "role", "mode", "source", "image", "user-data", "provisioning")]
-    rows += [(i["site"], i["role"], i["mode"], i["source"], i["image"], i["userData"], i["provisioning"]) for i in report["images"]]
+    rows = [("site", "role", "mode", "image", "user-data", "provisioning")]
+    rows += [(i["site"], i["role"], image_mode(i), i["image"], i["userData"], i["provisioning"]) for i in report["images"]]
     lines += _table(rows)
     lines += ["", "Machines"]
     rows = [("name", "site", "role", "private", "public")]
@@ -224,8 +255,6 @@ def format_plan(report: dict[str, Any]) -> str:
         lines.append(f"  {comp['type']} {comp['name']} ({comp['resourceCount']})")
         for typ, count in comp["countsByType"].items():
             lines.append(f"    {count:4d}  {typ}")
-    lines += ["", "Totals by type"]
-    lines += [f"  {count:4d}  {typ}" for typ, count in report["countsByType"].items()]
     lines += ["", *format_cost_report(report["cost"])]
     return "\n".join(lines)
 
@@ -285,21 +314,61 @@ def write_with_mode(path: Path, content: str, mode: int) -> None:
     tmp.replace(path)
 
 
+RENDER_MANIFEST = ".resinfra-render"
+"""What ``render`` wrote into ``--out`` (one relative path a line): the next render into it removes what it no longer writes."""
+
+
+class OutputDirError(Exception):
+    """``render --out`` names a directory render cannot take over."""
+
+
+def previous_render(out: Path) -> list[str]:
+    """The files an earlier render wrote into ``out``; refuses a directory holding anything else (a stale machine's
+    folder would sit beside the new ones, unnoticed)."""
+    manifest = out / RENDER_MANIFEST
+    if manifest.is_file():
+        # Only plain relative paths: an edited list cannot make render remove anything outside ``out``.
+        return [name for name in manifest.read_text().splitlines() if name and not Path(name).is_absolute() and ".." not in Path(name).parts]
+    if out.is_dir() and any(out.iterdir()):
+        found = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+        raise OutputDirError(
+            f"--out {out}: holds files resinfra render did not write ({found}). Fix: name an empty or new directory; "
+            f"render lists what it writes in {RENDER_MANIFEST} there, and a later render into it removes what it no longer writes."
+        )
+    return []
+
+
+def remove_stale(out: Path, stale: list[str]) -> None:
+    """Remove files of an earlier render that this one did not write, then the folders they leave empty."""
+    for name in stale:
+        (out / name).unlink(missing_ok=True)
+    for folder in sorted({(out / name).parent for name in stale}, key=lambda p: len(p.parts), reverse=True):
+        while folder != out and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     run, _, _, _ = run_stack(args)
     warning = format_placeholders([problem_row(p) for p in run.refused], [problem_row(p) for p in run.placeholder_notes])
     if warning:
         print("\n".join(warning), file=sys.stderr)
     out = Path(args.out)
-    written = 0
+    earlier = previous_render(out)
+    written = []
     for f in run.files:
         target = out / f.machine / f.filename
         target.parent.mkdir(parents=True, exist_ok=True)
         # Files holding secrets (PSKs, tokens) are readable by the owner only, from their first byte.
         write_with_mode(target, f.content, 0o600 if f.secret else 0o644)
-        written += 1
+        written.append(target.relative_to(out).as_posix())
         print(f"{f.purpose:12s} {target}")
-    print(f"{written} files written to {out}")
+    stale = sorted(set(earlier) - set(written))
+    remove_stale(out, stale)
+    (out / RENDER_MANIFEST).write_text("".join(f"{name}\n" for name in written))
+    print(f"{len(written)} files written to {out}")
+    if stale:
+        print(f"removed {len(stale)} files no longer rendered (an earlier render's): {', '.join(stale)}")
     return 0
 
 
@@ -362,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (config.ConfigError, StackFileError) as err:
+    except (config.ConfigError, StackFileError, OutputDirError) as err:
         print(f"resinfra: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
 

@@ -313,7 +313,7 @@ SiteConfig = Annotated[
 
 
 class ToolingConfig(_Model):
-    """The resinfra VM: where it runs and how big it is."""
+    """The tooling VM: where it runs and how big it is."""
 
     site: DnsLabel | None = None
     """Name of the site that hosts it: the Hetzner site when unset, else the first site."""
@@ -338,7 +338,7 @@ HEALER_BACKEND_SCHEMES = ("gs://", "azblob://", "s3://", "https://")
 
 
 class HealerConfig(_Model):
-    """The healer on the resinfra VM: where the stack's state is, and its thresholds (safe defaults)."""
+    """The healer on the tooling VM: where the stack's state is, and its thresholds (safe defaults)."""
 
     backend_url: str | None = None
     """Backend holding the stack's state (``gs://bucket``); the healer is deployed only when it is set."""
@@ -413,7 +413,7 @@ class StackConfig(_Model):
 
     @property
     def tooling_site(self) -> str:
-        """Name of the site that hosts the resinfra VM."""
+        """Name of the site that hosts the tooling VM."""
         if self.tooling.site:
             return self.tooling.site
         hetzner = [s.name for s in self.sites if s.provider == Provider.HETZNER]
@@ -508,8 +508,11 @@ def _problem_from_pydantic(err: Any, raw: Mapping[str, Any]) -> Problem:
         return _retired_site_key(loc, value, raw)
     if kind == "extra_forbidden":
         known = _known_fields(loc, raw)
+        if len(loc) == 1:
+            # The secret keys are read apart from the model (never validated as plain values), yet they are keys here.
+            known = [*known, *SECRET_KEYS, *OPTIONAL_SECRET_KEYS]
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else "remove it"
+        hint = f"did you mean '{close[0]}'?" if close else "remove it."
         return Problem(key, "unknown key", f"{hint} Known keys here: {', '.join(sorted(known))}")
     if kind == "union_tag_invalid":
         return Problem(
@@ -524,7 +527,7 @@ def _problem_from_pydantic(err: Any, raw: Mapping[str, Any]) -> Problem:
             f"add 'provider:' with one of {', '.join(p.value for p in Provider)}",
         )
     if kind == "missing":
-        return Problem(key, "missing", _MISSING_FIXES.get(key, f"set {key} (see the configuration reference in README.md)"))
+        return Problem(key, "missing", _MISSING_FIXES.get(key, f"set {key} (see docs/configuration.md)"))
     if kind == "list_type":
         return Problem(key, f"{value!r} is not a list", f"write {key} as a YAML list, one entry per line starting with '- '")
     if kind == "string_pattern_mismatch" and "overrides" in loc:
@@ -548,7 +551,7 @@ def _problem_from_pydantic(err: Any, raw: Mapping[str, Any]) -> Problem:
         return Problem(key, f"{value!r} is not allowed", f"use {err['ctx']['expected']}")
     if kind == "literal_error":
         return Problem(key, f"{value!r} is not allowed", f"use {err['ctx']['expected']}")
-    return Problem(key, err["msg"].lower(), "see the configuration reference in README.md")
+    return Problem(key, err["msg"].lower(), "see docs/configuration.md")
 
 
 _MISSING_FIXES = {
@@ -597,8 +600,8 @@ def _bounds_fix(loc: list[str | int]) -> str:
     if field in ("adminCidrs", "sites"):
         return f"list at least one entry under {key_path(loc)}"
     if loc[:1] == ["healer"]:
-        return _HEALER_BOUNDS_FIXES.get(field, "see the healer keys in README.md's configuration reference")
-    return "see the configuration reference in README.md"
+        return _HEALER_BOUNDS_FIXES.get(field, "see the healer keys in docs/configuration.md")
+    return "see docs/configuration.md"
 
 
 # ---------------------------------------------------------------------------
@@ -816,7 +819,7 @@ def _check_admin_cidrs(cfg: StackConfig) -> list[Problem]:
 
 
 def _check_healer(healer: HealerConfig) -> list[Problem]:
-    """The healer's backend must be one the resinfra VM can reach; its backoff must not be shorter than its cooldown."""
+    """The healer's backend must be one the tooling VM can reach; its backoff must not be shorter than its cooldown."""
     problems: list[Problem] = []
     url = healer.backend_url
     if url is not None and not url.startswith(HEALER_BACKEND_SCHEMES):
@@ -824,7 +827,7 @@ def _check_healer(healer: HealerConfig) -> list[Problem]:
         problems.append(
             Problem(
                 key_path(["healer", "backendUrl"]),
-                f"{url!r} is {'a backend on one machine only' if local else 'not a Pulumi backend URL'}: the healer on the resinfra VM runs the same stack",
+                f"{url!r} is {'a backend on one machine only' if local else 'not a Pulumi backend URL'}: the healer on the tooling VM runs the same stack",
                 "use the shared backend the stack lives in (gs://bucket, azblob://container, s3://bucket or https://api.pulumi.com), or leave it unset to deploy no healer",
             )
         )
@@ -850,7 +853,7 @@ ROLE_LABEL = "resinfra-role"
 
 
 def image_roles(cfg: StackConfig, site: Site) -> list[ImageRole]:
-    """The roles of the machines a site runs: workers, a gateway VM where the cloud runs no VPN gateway, the resinfra VM on its site."""
+    """The roles of the machines a site runs: workers, a gateway VM where the cloud runs no VPN gateway, the tooling VM on its site."""
     roles: list[ImageRole] = ["worker"]
     if site.provider in (Provider.HETZNER, Provider.PROXMOX):
         roles.append("gateway")

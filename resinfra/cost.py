@@ -5,7 +5,7 @@ kind, tunnels per pair of sites, public addresses, an egress assumption), never 
 list of declared resources, so it does not change when the mesh or the tooling add
 resources that cost nothing by themselves (routers, peers, firewall rules, commands).
 
-Counted per site: VMs (workers, the strongSwan gateway VM, the resinfra VM), their boot
+Counted per site: VMs (workers, the strongSwan gateway VM, the tooling VM), their boot
 disks where billed apart (GCP, Azure), the managed VPN gateway (Azure), tunnel-hours
 (GCP per tunnel, Azure beyond the included tunnels), public IPv4 addresses, and internet
 egress of ``resinfra:cost.egressGbPerMonth`` GB. Not counted: taxes, discounts, snapshots,
@@ -341,7 +341,7 @@ def _allowance(table: PriceTable, provider: Provider, item: str, key: str, regio
 def _roles_text(roles: Iterable[Role]) -> str:
     counts: dict[str, int] = {}
     for role in roles:
-        label = {Role.WORKER: "worker", Role.GATEWAY: "gateway VM", Role.TOOLING: "resinfra VM"}[role]
+        label = {Role.WORKER: "worker", Role.GATEWAY: "gateway VM", Role.TOOLING: "tooling VM"}[role]
         counts[label] = counts.get(label, 0) + 1
     return ", ".join(f"{n} {label}{'s' if n > 1 else ''}" for label, n in counts.items())
 

@@ -1,10 +1,10 @@
-"""The resinfra VM's monitoring run as local processes: real Prometheus, Alertmanager,
+"""The tooling VM's monitoring run as local processes: real Prometheus, Alertmanager,
 blackbox_exporter and one node_exporter per machine, started from the rendered files.
 
 Used by the loopback integration tests and ``bench/detect.py``. Only :func:`local_plan`
 differs from a cloud VM: every address becomes a free port on 127.0.0.1, every path a
 directory of the run, timings shrink. The files written are the three push sets the
-resinfra VM receives; the programs run with the units' own command lines.
+tooling VM receives; the programs run with the units' own command lines.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def free_port() -> int:
 
 
 def local_plan(plan: MonitoringPlan, workdir: Path, timings: AlertTimings = LOCAL_TIMINGS) -> tuple[MonitoringPlan, dict[str, int]]:
-    """``plan`` moved onto this machine: the one place the loopback run differs from the resinfra VM.
+    """``plan`` moved onto this machine: the one place the loopback run differs from the tooling VM.
 
     Every node_exporter gets its own free port, every prober is the one local
     blackbox_exporter (each keeps its site's labels), every probe target is 127.0.0.1,
@@ -181,7 +181,7 @@ def node_exporter_argv(*args: str) -> list[str]:
 def write_files(
     plan: MonitoringPlan, notification_url: str | None = None, healer_token: str = HEALER_TOKEN, grafana_password: str = GRAFANA_PASSWORD
 ) -> list[Path]:
-    """Write the resinfra VM's three push sets into the plan's (local) layout."""
+    """Write the tooling VM's three push sets into the plan's (local) layout."""
     written = []
     for push in (secrets_push(plan, healer_token, grafana_password, notification_url), targets_push(plan), config_push(plan)):
         for f in push.files:

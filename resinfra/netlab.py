@@ -54,15 +54,28 @@ CHARON_PLUGINS = (
     # kernel-netlink the routes and addresses.
     "kernel-libipsec kernel-netlink socket-default vici"
 )
+RETRANSMIT_TIMEOUT = 1.0
+RETRANSMIT_BASE = 1.4
+RETRANSMIT_TRIES = 4
+"""The lab's IKE retransmits (changes.py item 8): after 1 s, 1.4 s, ... four times, then the peer is dead."""
+
+
+def dead_peer_seconds(dpd_delay: float) -> float:
+    """How long after a peer goes silent its tunnel is declared down: ``dpd_delay`` without traffic, then every
+    retransmit's wait: timeout x base^n for n = 0..tries (strongSwan's "Retransmission" documentation: the defaults
+    4 s, 1.8, 5 tries give 165 s)."""
+    return dpd_delay + sum(RETRANSMIT_TIMEOUT * RETRANSMIT_BASE**n for n in range(RETRANSMIT_TRIES + 1))
+
+
 STRONGSWAN_CONF = """\
 # Rendered by resinfra.netlab: one charon per network namespace, userspace ESP.
 charon {{
     load_modular = no
     load = {plugins}
     install_routes = yes
-    retransmit_timeout = 1.0
-    retransmit_base = 1.4
-    retransmit_tries = 4
+    retransmit_timeout = {retransmit_timeout}
+    retransmit_base = {retransmit_base}
+    retransmit_tries = {retransmit_tries}
     plugins {{
         vici {{
             socket = unix://{vici}
@@ -489,7 +502,16 @@ class Lab:
         (rundir / "charon.pid").unlink(missing_ok=True)
         conf = site_dir / "strongswan.conf"
         log = site_dir / "charon.log"
-        conf.write_text(STRONGSWAN_CONF.format(plugins=CHARON_PLUGINS, vici=site_dir / "charon.vici", log=log))
+        conf.write_text(
+            STRONGSWAN_CONF.format(
+                plugins=CHARON_PLUGINS,
+                vici=site_dir / "charon.vici",
+                log=log,
+                retransmit_timeout=RETRANSMIT_TIMEOUT,
+                retransmit_base=RETRANSMIT_BASE,
+                retransmit_tries=RETRANSMIT_TRIES,
+            )
+        )
         log.unlink(missing_ok=True)  # one log per run: charon writes from the start of an existing file
         self.write_swanctl(key, swanctl_conf)
         (site_dir / "charon.vici").unlink(missing_ok=True)

@@ -27,7 +27,7 @@ class PushVia(StrEnum):
     PUBLIC = "public"
     """From the operator's machine or CI (must be inside resinfra:adminCidrs)."""
     PRIVATE = "private"
-    """From inside the mesh (the healer on the resinfra VM)."""
+    """From inside the mesh (the healer on the tooling VM)."""
 
 
 @dataclass(frozen=True)

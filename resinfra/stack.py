@@ -54,13 +54,13 @@ class StackResult:
     files: list[RenderedFile] = field(default_factory=list)
     mesh: IpsecMesh | None = None
     tooling: ToolingVm | None = None
-    """What runs on the resinfra VM (None until the sites are built)."""
+    """What runs on the tooling VM (None until the sites are built)."""
     images: dict[str, dict[Role, RoleImage]] = field(default_factory=dict)
     """Per site and role, the image its machines boot."""
 
     @property
     def tooling_node(self) -> Node:
-        """The resinfra VM's machine."""
+        """The tooling VM's machine."""
         return next(n for c in self.sites for n in c.nodes if n.role is Role.TOOLING)
 
 
@@ -180,7 +180,7 @@ def _mesh(cfg: StackConfig, links: list[LinkPlan], result: StackResult) -> Ipsec
 
 
 def monitoring_plan(cfg: StackConfig, sites: list[SiteComponent]) -> monitoring.MonitoringPlan:
-    """What the resinfra VM monitors: every machine the site components created (the inventory),
+    """What the tooling VM monitors: every machine the site components created (the inventory),
     sites in number order, the order the mesh names its links in."""
     number = {s.name: s.number for s in cfg.sites}
     by_number = sorted(sites, key=lambda c: number[c.site_name])

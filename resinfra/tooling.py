@@ -1,4 +1,4 @@
-"""The resinfra VM's software: generated secrets and the pushes of its configs, targets and secrets.
+"""The tooling VM's software: generated secrets and the pushes of its configs, targets and secrets.
 
 The machine itself is declared by its site's component (provider-specific); this
 component owns what runs on it. Rendering is done by ``resinfra.render.tooling_files``.
@@ -30,10 +30,10 @@ GRAFANA_PASSWORD_LENGTH = 32
 
 @dataclass(frozen=True, kw_only=True)
 class ToolingVmArgs:
-    """What the resinfra VM's software is built from."""
+    """What the tooling VM's software is built from."""
 
     node: Node
-    """The resinfra VM (declared by its site's component)."""
+    """The tooling VM (declared by its site's component)."""
     monitoring: MonitoringPlan
     """What to monitor, drawn from the stack's inventory."""
     ssh: SshAccess
@@ -69,7 +69,7 @@ class PushedFile:
 
 
 class ToolingVm(pulumi.ComponentResource):
-    """Prometheus, Alertmanager, blackbox_exporter and Grafana on the resinfra VM, configured by pushes."""
+    """Prometheus, Alertmanager, blackbox_exporter and Grafana on the tooling VM, configured by pushes."""
 
     healer_token: pulumi.Output[str]
     """Bearer token Alertmanager presents to the healer (secret)."""

@@ -34,6 +34,53 @@ def require_tool(name: str) -> str:
     return path
 
 
+WORKER_MARKS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def lab_name_for_tests(variable: str, default: str, suffix: str = "") -> str:
+    """A lab name for a test module (1-6 lowercase letters or digits): the first four characters of ``$variable``
+    (or ``default``), one character for the pytest-xdist worker (none outside xdist), then ``suffix`` (at most one
+    character), so no two workers, and no two modules with different suffixes, ever share a lab."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... under pytest-xdist; unset otherwise
+    mark = WORKER_MARKS[int(worker.removeprefix("gw"))] if worker.startswith("gw") else ""
+    return os.environ.get(variable, default)[:4] + mark + suffix
+
+
+SHARED_SCOPES = {"package", "module", "class"}
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two workers per core (or ``$PYTEST_XDIST_AUTO_NUM_WORKERS``). The lab, integration and healer
+    tests mostly wait on timers (scrapes, alerts' ``for``, dead-peer detection), not on the CPU."""
+    given = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
+    return int(given) if given else 2 * (os.cpu_count() or 1)
+
+
+SLOW_DIRECTORIES = ("tests/lab/", "tests/integration/", "tests/engine/")
+"""Where a module's shared fixture is a lab, real daemons or an engine project: minutes, not seconds."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules whose tests share a fixture wider than one test (a lab, running daemons, an engine project) are
+    the slow ones: they go first (labs, daemons and engine projects before the others), so that under
+    ``--dist loadscope`` (a module to one worker, its fixture set up once; ``--no-loadscope-reorder`` keeps this
+    order) the long ones start at once while the quick ones fill the other workers."""
+    shared = set()
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        definitions = info.name2fixturedefs.values() if info is not None else []
+        if any(d.scope in SHARED_SCOPES for defs in definitions for d in defs):
+            shared.add(item.nodeid.split("::")[0])
+
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::")[0]
+        if module not in shared:
+            return 2
+        return 0 if module.startswith(SLOW_DIRECTORIES) else 1
+
+    items.sort(key=rank)  # stable: the order within a rank stays
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces)")

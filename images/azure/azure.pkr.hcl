@@ -1,5 +1,5 @@
 # Azure managed images (and, optionally, Azure Compute Gallery versions) for the worker and
-# resinfra VM (tooling) roles (Azure sites have a managed VNet gateway, so no gateway image).
+# tooling roles (Azure sites have a managed VNet gateway, so no gateway image).
 #
 # Each role's image is a stock Ubuntu 24.04 image provisioned by images/provision (the same
 # scripts cloud-init runs on a stock image), named <image_name>-<role> in resource_group.

@@ -1,4 +1,4 @@
-# Google Compute Engine images for the worker and resinfra VM (tooling) roles (GCP sites have a
+# Google Compute Engine images for the worker and tooling roles (GCP sites have a
 # managed HA VPN gateway, so no gateway image).
 #
 # Each role's image is a stock Ubuntu 24.04 image provisioned by images/provision (the same

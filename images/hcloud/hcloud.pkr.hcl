@@ -1,4 +1,4 @@
-# Hetzner Cloud snapshots for the worker, gateway and resinfra VM (tooling) roles.
+# Hetzner Cloud snapshots for the worker, gateway and tooling roles.
 #
 # Each role's snapshot is a stock Ubuntu 24.04 server provisioned by images/provision (the
 # same scripts cloud-init runs on a stock image) and labelled so resinfra finds it:

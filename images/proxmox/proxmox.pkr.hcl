@@ -1,4 +1,4 @@
-# Proxmox VE templates for the worker, gateway and resinfra VM (tooling) roles.
+# Proxmox VE templates for the worker, gateway and tooling roles.
 #
 # Each role's template is a full clone of a cloud-init enabled Ubuntu 24.04 template (the one
 # resinfra's stock mode clones, templateVmId) provisioned by images/provision (the same

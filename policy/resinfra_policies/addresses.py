@@ -1,4 +1,4 @@
-"""Gateways and the resinfra VM use static public addresses: peers and operators depend on them."""
+"""Gateways and the tooling VM use static public addresses: peers and operators depend on them."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _proxmox_vm(props: Props) -> list[str]:
 
 
 def check_static_addresses(resource_type: str, props: Props, context: Context) -> list[str]:
-    """Violations of "gateways and the resinfra VM use static public addresses".
+    """Violations of "gateways and the tooling VM use static public addresses".
 
     Public address resources themselves must be static (Azure ``Static`` allocation, hcloud
     Primary IPs kept when the server goes); machines labelled ``resinfra-role: gateway`` or

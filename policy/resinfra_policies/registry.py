@@ -50,7 +50,7 @@ POLICIES: tuple[PolicySpec, ...] = (
     ),
     PolicySpec(
         "static-public-addresses",
-        "Gateways and the resinfra VM use static public addresses; public address resources are static and outlive their machine.",
+        "Gateways and the tooling VM use static public addresses; public address resources are static and outlive their machine.",
         Level.MANDATORY,
         check_static_addresses,
         "dynamic addresses are what forced two applies and terraform taint in the original",

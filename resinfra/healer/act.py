@@ -32,7 +32,7 @@ log = logging.getLogger("resinfra.healer.act")
 PULUMI_CLI = "pulumi"
 PULUMI_CLI_MISSING = (
     "the pulumi CLI is not on PATH: the healer acts through the Pulumi Automation API, which runs the CLI. "
-    "Install it (the resinfra VM's healer push puts it in /opt/pulumi/bin) or run `resinfra heal` with --inventory and --action-command "
+    "Install it (the tooling VM's healer push puts it in /opt/pulumi/bin) or run `resinfra heal` with --inventory and --action-command "
     "for a local action"
 )
 
@@ -86,7 +86,7 @@ class StackRef:
     env: Mapping[str, str] = field(default_factory=dict)
     """Credentials for the backend, the secrets provider and the providers (``HCLOUD_TOKEN``, ...)."""
     config_overrides: Mapping[str, str] = field(default_factory=lambda: {"resinfra:pushVia": "private"})
-    """Set in the healer's own copy of the stack file before each update: from the resinfra VM
+    """Set in the healer's own copy of the stack file before each update: from the tooling VM
     configuration pushes reach machines on their private addresses (public SSH admits the admin CIDRs only)."""
 
 

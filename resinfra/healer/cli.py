@@ -30,7 +30,7 @@ DEFAULT_SETTINGS = "/etc/resinfra-healer/healer.json"
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], stack_args: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``heal`` and ``heal simulate`` to the ``resinfra`` command."""
-    heal = sub.add_parser("heal", help="run the healer service (on the resinfra VM), or `heal simulate` to replay the policy on recorded alerts")
+    heal = sub.add_parser("heal", help="run the healer service (on the tooling VM), or `heal simulate` to replay the policy on recorded alerts")
     heal.add_argument("--settings", default=DEFAULT_SETTINGS, help=f"the healer's settings file (default {DEFAULT_SETTINGS})")
     heal.add_argument("--inventory", help="read machines from this file (pulumi stack output inventory --json) instead of the stack")
     heal.add_argument(
@@ -61,14 +61,24 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     _, cfg = stack_config_from(args.config_file or args.stack or "dev")
     try:
+        # Each file's problem names the file: the two are easily swapped on a command line.
+        source = f"--inventory {args.inventory}"
         inventory = load_inventory(Path(args.inventory).read_text())
-        arrivals = parse_arrivals(json.loads(Path(args.alerts).read_text()))
+        source = f"--alerts {args.alerts}"
+        arrivals = parse_arrivals(_json_file(Path(args.alerts)))
         steps = simulate(inventory, arrivals, policy_settings(cfg.healer), repair_seconds=args.repair_seconds)
-    except (InventoryError, PayloadError, json.JSONDecodeError, OSError) as err:
-        print(f"resinfra heal simulate: {err}", file=sys.stderr)
+    except (InventoryError, PayloadError, OSError) as err:
+        print(f"resinfra heal simulate: {source}: {err}", file=sys.stderr)
         return EXIT_USAGE
     print(steps_json(steps) if args.json else format_steps(steps))
     return 0
+
+
+def _json_file(path: Path) -> object:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise PayloadError(f"not JSON: {err}") from None
 
 
 def cmd_acknowledge_journal(args: argparse.Namespace) -> int:

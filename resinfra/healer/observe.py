@@ -38,7 +38,7 @@ TICK_INTERVAL = f"{METRIC_PREFIX}_tick_interval_seconds"
 REPAIR_STARTED = f"{METRIC_PREFIX}_repair_started_timestamp_seconds"
 REPAIR_TIMEOUT = f"{METRIC_PREFIX}_repair_timeout_seconds"
 """Metric names, as the dashboard and tests spell them (prometheus_client adds ``_total`` to counters itself).
-The repair counters label the machine's role ``machine_role``: the scrape job's own ``role`` label (the resinfra VM's) would shadow ``role``."""
+The repair counters label the machine's role ``machine_role``: the scrape job's own ``role`` label (the tooling VM's) would shadow ``role``."""
 
 REPAIR_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 7200)
 """Seconds: a Hetzner server is replaced in about a minute, an Azure VM in several."""

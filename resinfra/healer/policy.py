@@ -46,7 +46,7 @@ class Reason(enum.StrEnum):
     RESINFRA_VM = "resinfra-vm"
     """The healer never replaces the machine it runs on."""
     SITE_PARTITIONED = "site-partitioned"
-    """SiteUnreachable, or a tunnel from the resinfra VM's site to it, is down: a partition, not dead machines."""
+    """SiteUnreachable, or a tunnel from the tooling VM's site to it, is down: a partition, not dead machines."""
     GATEWAY_REPAIR_DISABLED = "gateway-repair-disabled"
     """Gateways are replaced only with ``repairGateways: true``."""
     REPAIR_INTERRUPTED = "repair-interrupted"
@@ -254,6 +254,14 @@ def refuse_interrupted(c: Candidate, s: Situation) -> Decision | None:
     return None
 
 
+def wait_own_repair(c: Candidate, s: Situation) -> Decision | None:
+    """The machine's own repair is running: say so (its backoff would read "repaired recently" before it has finished)."""
+    running = next((r for r in s.history.repairs.get(c.name, ()) if r.finished is None), None)
+    if running is not None:
+        return _decision(c, Kind.WAIT, Reason.REPAIR_IN_FLIGHT, f"its repair is running since {format_time(running.started)}")
+    return None
+
+
 def wait_startup_grace(c: Candidate, s: Situation) -> Decision | None:
     created = c.machine.created if c.machine else None
     if created is not None and s.now < created + s.settings.startup_grace:
@@ -306,6 +314,7 @@ NODE_RULES: tuple[NodeRule, ...] = (
     refuse_partitioned,
     refuse_gateway,
     refuse_interrupted,
+    wait_own_repair,
     wait_startup_grace,
     refuse_flapping,
     wait_backoff,
@@ -383,7 +392,7 @@ DEFAULT_RULES = Rules()
 
 
 def partitioned_sites(alerts: Sequence[Alert], resinfra_site: str | None) -> dict[str, str]:
-    """Sites the resinfra VM cannot judge: SiteUnreachable fires, or a tunnel between it and the resinfra VM's site is down."""
+    """Sites the tooling VM cannot judge: SiteUnreachable fires, or a tunnel between it and the tooling VM's site is down."""
     out: dict[str, str] = {}
     for a in alerts:
         site = a.label("site")
@@ -408,7 +417,7 @@ def _candidates(inventory: Mapping[str, Machine], alerts: Sequence[Alert], parti
         machine = inventory.get(name)
         found[name] = Candidate(name, machine.site if machine else a.label("site") or "?", a.starts_at, Reason.NODE_DOWN, machine, a.noticed)
     # A partition of exactly one site may be its gateway VM's fault; several at once point at
-    # the resinfra VM's own connectivity, and no remote gateway is to blame.
+    # the tooling VM's own connectivity, and no remote gateway is to blame.
     if settings.repair_gateways and len(partitioned) == 1:
         (site,) = partitioned
         since = min((a.starts_at for a in alerts if a.label("site") == site and a.name in (SITE_UNREACHABLE, TUNNEL_DOWN)), default=0.0)
@@ -463,7 +472,7 @@ def decide(
             Kind.REFUSE,
             Reason.SITE_PARTITIONED,
             site,
-            detail=f"{why}: the resinfra VM cannot judge the machines of {site}; nothing there is replaced"
+            detail=f"{why}: the tooling VM cannot judge the machines of {site}; nothing there is replaced"
             + ("" if settings.repair_gateways and len(partitioned) == 1 else " (no gateway repair: " + _why_no_gateway_repair(settings, partitioned) + ")"),
         )
         for site, why in sorted(partitioned.items())
@@ -474,7 +483,7 @@ def decide(
 def _why_no_gateway_repair(settings: PolicySettings, partitioned: Mapping[str, str]) -> str:
     if not settings.repair_gateways:
         return "repairGateways is off"
-    return f"{len(partitioned)} sites are partitioned at once, which points at the resinfra VM's own connectivity"
+    return f"{len(partitioned)} sites are partitioned at once, which points at the tooling VM's own connectivity"
 
 
 def without(rules: Rules, rule: NodeRule | FleetRule) -> Rules:

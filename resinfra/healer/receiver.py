@@ -144,7 +144,7 @@ class _Server(httpserver.HTTPServer):
 class Receiver:
     """The healer's HTTP endpoint, served from a thread of its own (one event loop).
 
-    + host, port: where to listen (127.0.0.1 on the resinfra VM; port 0 picks a free one)
+    + host, port: where to listen (127.0.0.1 on the tooling VM; port 0 picks a free one)
     + token: the bearer token Alertmanager presents (``credentials_file`` of its webhook)
     + on_alerts: called with each accepted payload's alerts, on the event loop: it must not block
       (the service queues them); returning False answers 503 (Alertmanager retries)

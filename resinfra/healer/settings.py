@@ -1,4 +1,4 @@
-"""The healer's settings file (``healer.json``, rendered by the program and pushed to the resinfra VM) and the policy from the stack config."""
+"""The healer's settings file (``healer.json``, rendered by the program and pushed to the tooling VM) and the policy from the stack config."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class StackSettings(_Settings):
 
 
 class HealerSettings(_Settings):
-    """Everything ``resinfra heal`` needs on the resinfra VM. Secrets are not in here: only the paths of the files holding them."""
+    """Everything ``resinfra heal`` needs on the tooling VM. Secrets are not in here: only the paths of the files holding them."""
 
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(ge=0, le=65535)

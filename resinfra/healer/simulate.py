@@ -1,7 +1,7 @@
 """What-if: the policy replayed over a recorded inventory and a time-ordered list of Alertmanager payloads; nothing is done.
 
 A REPLACE decision is played as a repair that takes ``repair_seconds`` and succeeds, so
-backoff, one-at-a-time and flapping show as they would on the resinfra VM.
+backoff, one-at-a-time and flapping show as they would on the tooling VM.
 """
 
 from __future__ import annotations
@@ -35,7 +35,16 @@ def parse_arrivals(document: Any) -> list[Arrival]:
     for i, entry in enumerate(document):
         if not isinstance(entry, dict) or not isinstance(entry.get("receivedAt"), str) or not isinstance(entry.get("payload"), dict):
             raise PayloadError(f"entry {i} needs receivedAt (RFC 3339) and payload (the webhook body)")
-        arrivals.append(Arrival(parse_time(entry["receivedAt"]), entry["payload"]))
+        # Both checked here, before anything is replayed, so the message can say which entry it is.
+        try:
+            received = parse_time(entry["receivedAt"])
+        except PayloadError as err:
+            raise PayloadError(f"entry {i}: receivedAt: {err}") from None
+        try:
+            parse_payload(entry["payload"])
+        except PayloadError as err:
+            raise PayloadError(f"entry {i} (receivedAt {entry['receivedAt']}): payload: {err}") from None
+        arrivals.append(Arrival(received, entry["payload"]))
     if any(b.received < a.received for a, b in itertools.pairwise(arrivals)):
         raise PayloadError("the alerts file is not in time order (receivedAt must not decrease)")
     return arrivals

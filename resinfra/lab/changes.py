@@ -3,7 +3,7 @@
 The lab runs what ``run_offline`` renders (the path of ``resinfra plan`` and ``render``).
 Addresses and ports stay as rendered: every machine has its own network namespace, so its
 private address, its ports and its own loopback (where Prometheus, Alertmanager and the
-healer listen on the resinfra VM) are the production ones. What differs:
+healer listen on the tooling VM) are the production ones. What differs:
 
 1. **Paths**: every file lives under the lab's state directory (:func:`tooling_layout`,
    :func:`healer_layout`, :func:`machine_path`).
@@ -74,7 +74,7 @@ interrupted repair)."""
 
 
 def tooling_layout(production: ToolingLayout, root: Path) -> ToolingLayout:
-    """The resinfra VM's layout with every path under ``root``; endpoints unchanged (the VM's namespace has its own loopback)."""
+    """The tooling VM's layout with every path under ``root``; endpoints unchanged (the VM's namespace has its own loopback)."""
     return dataclasses.replace(
         production,
         config_dir=str(root / "etc/prometheus"),
@@ -86,7 +86,7 @@ def tooling_layout(production: ToolingLayout, root: Path) -> ToolingLayout:
 
 
 def healer_layout(root: Path) -> HealerLayout:
-    """The healer's files under ``root`` (settings, token, journal, audit log), named as on the resinfra VM."""
+    """The healer's files under ``root`` (settings, token, journal, audit log), named as on the tooling VM."""
     return HealerLayout(
         etc_dir=str(root / "etc/resinfra-healer"),
         state_dir=str(root / "var/lib/resinfra-healer"),

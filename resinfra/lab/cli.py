@@ -179,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         return int(args.lab_func(args))
     except (LabUsageError, LabStateError) as err:
-        print(f"resinfra lab {args.lab_command}: {err}", file=sys.stderr)
+        text = str(err)
+        print(text if text.startswith(f"resinfra lab {args.lab_command} ") else f"resinfra lab {args.lab_command}: {text}", file=sys.stderr)
         return EXIT_USAGE
     except LabError as err:
         print(f"resinfra lab {args.lab_command}: {err}", file=sys.stderr)

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.parse
 import urllib.request
@@ -50,8 +51,10 @@ from resinfra.lab.state import (
     stop,
     write_atomic,
 )
+from resinfra.mesh.crypto import DPD_DELAY_SECONDS
 from resinfra.monitoring_local import NODE_EXPORTER_BIN
 from resinfra.netlab import CHARON, Lab, LabError, run, wait_for
+from resinfra.netlab import dead_peer_seconds as netlab_dead_peer_seconds
 from resinfra.render.monitoring import Endpoint
 from resinfra.render.tooling_units import tooling_services
 
@@ -82,11 +85,25 @@ def root_of(name: str) -> Path:
     return changes.STATE_ROOT / name
 
 
+ROOT_NEEDS = {
+    "up": "it creates network namespaces and runs IPsec gateways, the monitoring and the healer in them",
+    "status": "it reads the lab's state (root's, under /var/lib/resinfra-lab) and asks the gateways in the lab's namespaces",
+    "kill": "it kills the machine's processes and takes its links down inside the lab's namespaces",
+    "replace": "it re-creates the machine's namespace and starts its processes",
+    "partition": "it changes links inside the lab's namespaces",
+    "heal": "it changes links inside the lab's namespaces",
+    "kill-instance": "it changes links inside the lab's namespaces and stops the instance's gateways",
+    "revive-instance": "it starts processes in the lab's namespaces",
+    "restart-healer": "it signals the healer (root's process) and starts it again in the tooling VM's namespace",
+    "down": "it stops the lab's processes and deletes its namespaces",
+}
+"""What each ``lab`` command does that only root may: said when a user runs it as someone else."""
+
+
 def require_root(command: str) -> None:
     if os.geteuid() != 0:
         raise LabUsageError(
-            f"resinfra lab {command} needs root: it creates network namespaces and runs IPsec gateways in them. "
-            f"Run it with sudo, e.g. sudo .venv/bin/resinfra lab {command}"
+            f"resinfra lab {command} needs root: {ROOT_NEEDS[command]}. Run it as root, with the virtualenv's command: .venv/bin/resinfra lab {command}"
         )
 
 
@@ -264,7 +281,7 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
     with progress.step("booting every machine from its user-data (node_exporter; blackbox_exporter on probers)"), changing(root) as state:
         for machine in state.machines.values():
             state.processes.update(boot_machine(lab, machine, logs))
-    with progress.step("starting the resinfra VM: Prometheus, Alertmanager, blackbox_exporter and the healer with the rendered configs"):
+    with progress.step("starting the tooling VM: Prometheus, Alertmanager, blackbox_exporter and the healer with the rendered configs"):
         start_tooling(plan, root)
     with progress.step("forwarding the UIs to this machine's loopback"):
         start_forwarder(plan, root)
@@ -286,7 +303,7 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
     victim = kill_suggestion(state)
     if victim is not None:
         tries.append(f"lab kill {victim}")
-    # A partition cuts a site off from the resinfra VM's: a stack of one site has none to cut.
+    # A partition cuts a site off from the tooling VM's: a stack of one site has none to cut.
     site = next((s.key for s in state.sites if s.key != state.machines[plan.tooling.name].site), None)
     if site is not None:
         tries += [f"lab partition {site}", f"lab heal {site}"]
@@ -296,7 +313,7 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
 
 def kill_suggestion(state: LabState) -> str | None:
     """A worker whose death is a NodeDown: its site keeps another machine (else the site goes dark, a partition),
-    preferably across a tunnel from the resinfra VM."""
+    preferably across a tunnel from the tooling VM."""
     tooling_site = next(m.site for m in state.machines.values() if m.role is Role.TOOLING)
     candidates = [m for m in state.machines.values() if m.role is Role.WORKER and any(o.site == m.site and o.name != m.name for o in state.machines.values())]
     ranked = sorted(candidates, key=lambda m: (m.site == tooling_site, -(m.node_index or 0)))
@@ -356,7 +373,7 @@ def record_daemons(lab: Lab, root: Path) -> None:
 
 
 def start_tooling(plan: LabPlan, root: Path) -> None:
-    """Write the resinfra VM's pushed files (the three push sets) and its healer's, and start its services."""
+    """Write the tooling VM's pushed files (the three push sets) and its healer's, and start its services."""
     from resinfra.monitoring_local import write_files
 
     token = secrets.token_urlsafe(32)
@@ -382,7 +399,7 @@ def start_tooling(plan: LabPlan, root: Path) -> None:
 
 
 def healer_command(plan: LabPlan) -> list[str]:
-    """``resinfra heal`` as on the resinfra VM, with the lab's settings, its inventory file and the lab's replacement as
+    """``resinfra heal`` as on the tooling VM, with the lab's settings, its inventory file and the lab's replacement as
     the local action (instead of ``pulumi up --replace``)."""
     action = shlex.join([sys.executable, "-m", "resinfra.lab.cli", "replace", "--name", plan.name])
     return [
@@ -520,6 +537,7 @@ def status_report(name: str, events: int = 10) -> dict[str, Any]:
         "upSeconds": round(time.time() - state.created, 1),
         "ui": ui_urls(state),
         "partitioned": state.partitioned,
+        "partitionedSeconds": {site: round(time.time() - at, 1) for site, at in state.partitioned_at.items()},
         "failedInstances": {s.key: s.failed_routers for s in state.sites if s.failed_routers},
         "tunnels": tunnel_report(lab),
         "tunnelSites": tunnel_sites(lab),
@@ -559,7 +577,7 @@ def format_ui(state: LabState) -> str:
     urls = ui_urls(state)
     return "\n".join(
         [
-            "UIs on this machine (forwarded into the resinfra VM's namespace):",
+            "UIs on this machine (forwarded into the tooling VM's namespace):",
             f"  Prometheus      {urls['prometheus']}   (in the lab: {state.ui_targets['prometheus']})",
             f"  Alertmanager    {urls['alertmanager']}   (in the lab: {state.ui_targets['alertmanager']})",
             f"  healer metrics  {urls['healer']}   (in the lab: {state.ui_targets['healer']})",
@@ -570,6 +588,15 @@ def format_ui(state: LabState) -> str:
 def _target_name(target: dict[str, Any]) -> str:
     """A node's name; a probe's ``prober site -> probed machine``."""
     return f"{target['source']} -> {target['node']}" if target["source"] else target["node"] or target["instance"]
+
+
+STATUS_WIDTH = 150
+"""``lab status`` wraps longer lines at word boundaries."""
+
+
+def dead_peer_seconds() -> float:
+    """How long the lab's charons take to declare a silent peer dead (the mesh's DPD delay, then the lab's retransmits)."""
+    return netlab_dead_peer_seconds(DPD_DELAY_SECONDS)
 
 
 def format_status(report: dict[str, Any]) -> str:
@@ -597,6 +624,13 @@ def format_status(report: dict[str, Any]) -> str:
         )
     for site, instances in report.get("failedInstances", {}).items():
         lines.append(f"  {site}: gateway instance(s) {', '.join(instances)} killed (lab revive-instance restores)")
+    notice = dead_peer_seconds()
+    for site, seconds in sorted(report.get("partitionedSeconds", {}).items()):
+        if seconds < notice:
+            lines.append(
+                f"  {site} was cut off {seconds:.0f} s ago: its tunnels show up until dead-peer detection notices, "
+                f"about {notice:.0f} s after the cut ({DPD_DELAY_SECONDS} s without traffic, then the lab's IKE retransmits)"
+            )
     targets = report["targets"]
     up_count = sum(1 for t in targets if t["health"] == "up")
     lines += ["", f"Scrape targets: {up_count}/{len(targets)} up"]
@@ -616,7 +650,9 @@ def format_status(report: dict[str, Any]) -> str:
     for e in report["healer"]:
         what = " ".join(str(e[k]) for k in ("kind", "reason", "outcome") if e.get(k))
         subject = e.get("machine") or (f"site {e['site']}" if e.get("site") else "")
-        lines.append(f"  {e['time']}  {e['event']:17s} {subject:28s} {what}  {e.get('detail', '')[:90]}".rstrip())
+        head = f"  {e['time']}  {e['event']:17s} {subject:28s} {what}"
+        # Whole words on lines of at most STATUS_WIDTH: a decision's detail is its reason spelled out.
+        lines += textwrap.wrap(f"{head}  {e.get('detail', '')}".rstrip(), STATUS_WIDTH, subsequent_indent=" " * 24, break_long_words=False)
     dead = [k for k, ok in report["processes"].items() if not ok]
     lines += ["", f"Processes: {len(report['processes']) - len(dead)}/{len(report['processes'])} running" + (f"; stopped: {', '.join(dead)}" if dead else "")]
     if report["deadMachines"]:
@@ -628,18 +664,18 @@ def format_status(report: dict[str, Any]) -> str:
 
 
 def _stop_machine(state: LabState, machine_name: str) -> tuple[MachineRecord, Lab]:
-    """SIGKILL a machine's processes (a gateway VM's charon and bird too); the resinfra VM is refused: the monitoring and
+    """SIGKILL a machine's processes (a gateway VM's charon and bird too); the tooling VM is refused: the monitoring and
     the healer run on it (the healer never replaces it either)."""
     machine = state.machine(machine_name)
     if machine.role is Role.TOOLING:
-        raise LabUsageError(f"{machine_name} is the resinfra VM: it runs the monitoring and the healer, which would then see nothing; use lab down")
+        raise LabUsageError(f"{machine_name} is the tooling VM: it runs the monitoring and the healer, which would then see nothing; use lab down")
     for key in _machine_processes(state, machine):
         stop(state.processes.pop(key), grace=0, sig=signal.SIGKILL)
     return machine, state.netlab()
 
 
 def kill(name: str, machine_name: str) -> MachineRecord:
-    """Kill a machine as a crash would: its processes get SIGKILL and its network goes dark. The resinfra VM cannot be killed."""
+    """Kill a machine as a crash would: its processes get SIGKILL and its network goes dark. The tooling VM cannot be killed."""
     require_root("kill")
     with changing(root_of(name)) as state:
         machine, lab = _stop_machine(state, machine_name)
@@ -729,6 +765,9 @@ def set_partition(name: str, site: str, partitioned: bool) -> None:
         state.site(site)
         state.netlab().set_uplink(site, not partitioned)
         state.partitioned = sorted(set(state.partitioned) - {site} | ({site} if partitioned else set()))
+        state.partitioned_at = {s: t for s, t in state.partitioned_at.items() if s in state.partitioned}
+        if partitioned:
+            state.partitioned_at.setdefault(site, time.time())
 
 
 def restart_healer(name: str, crash: bool = False) -> ProcessRecord:

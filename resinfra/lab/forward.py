@@ -1,9 +1,9 @@
-"""The lab's UIs on the host: a TCP forwarder that runs inside the resinfra VM's namespace with listening sockets
+"""The lab's UIs on the host: a TCP forwarder that runs inside the tooling VM's namespace with listening sockets
 opened in the host's namespace.
 
 A socket belongs to the network namespace it was created in, whatever process holds it.
 ``lab up`` opens ``127.0.0.1:<free port>`` on the host and hands the sockets to this
-process, started with ``ip netns exec`` in the resinfra VM's namespace: connections are
+process, started with ``ip netns exec`` in the tooling VM's namespace: connections are
 accepted on the host and forwarded to ``127.0.0.1:9090`` (and so on) inside the
 namespace, where Prometheus, Alertmanager and the healer listen on their production
 addresses. No veth, no NAT, nothing listening anywhere but the host's loopback.

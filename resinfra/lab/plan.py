@@ -1,7 +1,7 @@
-"""The lab's plan, pure: from an offline run of the program to namespaces, gateways, machines and the resinfra VM's files.
+"""The lab's plan, pure: from an offline run of the program to namespaces, gateways, machines and the tooling VM's files.
 
 Nothing here starts anything. The monitoring and the healer come from the same plan and
-renderers as on the resinfra VM, with :mod:`resinfra.lab.changes` applied.
+renderers as on the tooling VM, with :mod:`resinfra.lab.changes` applied.
 """
 
 from __future__ import annotations

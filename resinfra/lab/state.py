@@ -99,7 +99,7 @@ class MachinePlace(_Model):
 
     @property
     def own_namespace(self) -> bool:
-        """Workers and the resinfra VM have their own namespace; a gateway VM is its site's gateway namespace."""
+        """Workers and the tooling VM have their own namespace; a gateway VM is its site's gateway namespace."""
         return self.node_index is not None
 
 
@@ -135,8 +135,10 @@ class LabState(_Model):
     ui: dict[str, int] = {}
     """Host ports on 127.0.0.1 by UI name."""
     ui_targets: dict[str, str] = {}
-    """What each UI port reaches inside the resinfra VM's namespace (host:port)."""
+    """What each UI port reaches inside the tooling VM's namespace (host:port)."""
     partitioned: list[str] = []
+    partitioned_at: dict[str, float] = {}
+    """When each partitioned site was cut (POSIX time): its tunnels look up until dead-peer detection notices."""
     tunnels: int = 0
     expected_targets: int = 0
     """Scrape targets of the node and mesh jobs (each must be up)."""

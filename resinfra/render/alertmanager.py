@@ -73,4 +73,4 @@ def render_alertmanager_config(plan: MonitoringPlan, notification_url: str | Non
     Example: ``render_alertmanager_config(plan, None)`` routes node and site alerts to
     ``http://127.0.0.1:9797/alerts`` and discards the rest.
     """
-    return "# Rendered by resinfra: Alertmanager on the resinfra VM.\n" + dump_yaml(alertmanager_config(plan, notification_url))
+    return "# Rendered by resinfra: Alertmanager on the tooling VM.\n" + dump_yaml(alertmanager_config(plan, notification_url))

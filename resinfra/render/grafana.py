@@ -1,4 +1,4 @@
-"""Grafana on the resinfra VM: grafana.ini, the Prometheus datasource, the dashboard provider and the dashboards.
+"""Grafana on the tooling VM: grafana.ini, the Prometheus datasource, the dashboard provider and the dashboards.
 
 Dashboards are built with Grafana's own Foundation SDK (types generated from Grafana's
 dashboard schema, so pyright checks every field) and written as JSON for file
@@ -204,13 +204,13 @@ def latency_dashboard(plan: MonitoringPlan) -> gdash.Dashboard:
 
 
 def tunnels_dashboard(plan: MonitoringPlan) -> gdash.Dashboard:
-    """Tunnel state per direction over time, and which sites the resinfra VM reaches now."""
+    """Tunnel state per direction over time, and which sites the tooling VM reaches now."""
     success = f'max by (source_site, site) (probe_success{{job="{MESH}"}})'
     return (
         _base("resinfra / Tunnels", "resinfra-tunnels", "ICMP probes through every tunnel of the mesh, in both directions.")
         .with_panel(
             stat.Panel()
-            .title(f"Sites reachable from the resinfra VM ({plan.tooling_site})")
+            .title(f"Sites reachable from the tooling VM ({plan.tooling_site})")
             .description("SiteUnreachable fires when one stays DOWN.")
             .with_target(query(SITE_TUNNEL_UP, "{{site}}"))
             .mappings([UP_DOWN_MAPPING])
@@ -239,7 +239,7 @@ def healing_dashboard(plan: MonitoringPlan) -> gdash.Dashboard:
         ("Dry-run", f"{observe.DRY_RUN}{{{sel}}}", "1 when the healer only logs what it would do."),
         ("Healer up", f"up{{{sel}}}", "Prometheus scrapes the healer's /metrics."),
     ]
-    board = _base("resinfra / Healing", "resinfra-healing", "The healer on the resinfra VM: what it decided and why, and every repair.")
+    board = _base("resinfra / Healing", "resinfra-healing", "The healer on the tooling VM: what it decided and why, and every repair.")
     for title, expr, description in state:
         board = board.with_panel(stat.Panel().title(title).description(description).with_target(query(expr)).height(4).span(8))
     for title, metric in (

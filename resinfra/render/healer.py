@@ -1,4 +1,4 @@
-"""The healer on the resinfra VM: its settings file, systemd unit, install script, the project bundle it runs, and its two pushes.
+"""The healer on the tooling VM: its settings file, systemd unit, install script, the project bundle it runs, and its two pushes.
 
 The healer runs the very program the deployer ran: the program bundles its own project
 (``Pulumi.yaml``, the stack file, ``pyproject.toml``, ``uv.lock``, the ``resinfra``
@@ -43,7 +43,7 @@ BUNDLE_SUFFIXES = (".py", ".j2", ".yaml")
 
 @dataclass(frozen=True)
 class HealerLayout:
-    """Where the healer lives on the resinfra VM."""
+    """Where the healer lives on the tooling VM."""
 
     user: str = "resinfra-healer"
     etc_dir: str = "/etc/resinfra-healer"

@@ -1,4 +1,4 @@
-"""What the resinfra VM monitors and where its services live: the one typed input of every tooling renderer.
+"""What the tooling VM monitors and where its services live: the one typed input of every tooling renderer.
 
 Everything a renderer needs that could differ between a cloud VM, a test on loopback
 and the lab (addresses, ports, paths, timings) lives in :class:`ToolingLayout`,
@@ -21,7 +21,7 @@ ALERTMANAGER_PORT = 9093
 BLACKBOX_PORT = 9115
 GRAFANA_PORT = 3000
 HEALER_PORT = 9797
-"""Where the healer listens for Alertmanager's webhooks: 127.0.0.1 on the resinfra VM
+"""Where the healer listens for Alertmanager's webhooks: 127.0.0.1 on the tooling VM
 (Alertmanager is its only client). The one place this number is written down."""
 HEALER_WEBHOOK_PATH = "/alerts"
 LOOPBACK = "127.0.0.1"
@@ -37,7 +37,7 @@ class Job(enum.StrEnum):
     PROMETHEUS = "prometheus"
     ALERTMANAGER = "alertmanager"
     HEALER = "healer"
-    """The healer's /metrics on the resinfra VM."""
+    """The healer's /metrics on the tooling VM."""
 
 
 class Scope(enum.StrEnum):
@@ -70,7 +70,7 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class ToolingLayout:
-    """Where the resinfra VM's services listen and keep their files.
+    """Where the tooling VM's services listen and keep their files.
 
     Prometheus, Alertmanager and blackbox_exporter listen on loopback only: their APIs have
     no authentication (an Alertmanager silence would blind the healer). Grafana, which
@@ -240,7 +240,7 @@ class ProbeTarget:
 
 @dataclass(frozen=True)
 class MonitoringPlan:
-    """Everything the resinfra VM's renderers need."""
+    """Everything the tooling VM's renderers need."""
 
     tooling_site: str
     tooling_node: str
@@ -251,7 +251,7 @@ class MonitoringPlan:
     timings: AlertTimings = field(default_factory=AlertTimings)
     thresholds: Thresholds = field(default_factory=Thresholds)
     healer: bool = True
-    """Whether the healer runs on the resinfra VM (``resinfra:healer.backendUrl`` is set):
+    """Whether the healer runs on the tooling VM (``resinfra:healer.backendUrl`` is set):
     its scrape job and the HealerDown alert exist only then."""
 
     @property
@@ -272,7 +272,7 @@ class MonitoringPlan:
 def prober_of(site: str, nodes: Iterable[InventoryNode], tooling_node: InventoryNode) -> InventoryNode | None:
     """Which machine probes the other sites from ``site``.
 
-    The resinfra VM on its own site; elsewhere the first worker (every site has one, and
+    The tooling VM on its own site; elsewhere the first worker (every site has one, and
     it measures what workloads see).
     """
     if site == tooling_node.site:
@@ -310,7 +310,7 @@ def monitoring_plan(
     + inventory: every machine (the stack's ``inventory`` output), sites in number order
       (their order names the links: :meth:`MonitoringPlan.tunnel_name`)
     + gateway_inner_ips: per site, the strongSwan gateway VM's inner address or None
-    + layout: where the resinfra VM's services listen and keep files
+    + layout: where the tooling VM's services listen and keep files
 
     Example: ``monitoring_plan(nodes, {"hetzner": "10.10.48.4", "gcp": None}, ToolingLayout(Endpoint("10.10.48.5", 3000)))``.
     """
@@ -338,7 +338,7 @@ def monitoring_plan(
 
 
 PROBER_WORKER_INDEX = 1
-"""Sites without the resinfra VM probe the others from their first worker."""
+"""Sites without the tooling VM probe the others from their first worker."""
 
 
 def ssh_tunnel_command(layout: ToolingLayout, admin_user: str, public_ip: str) -> str:

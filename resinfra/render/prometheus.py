@@ -1,4 +1,4 @@
-"""Prometheus on the resinfra VM: prometheus.yml, the file_sd target lists and the alert rules."""
+"""Prometheus on the tooling VM: prometheus.yml, the file_sd target lists and the alert rules."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def render_prometheus_config(plan: MonitoringPlan) -> str:
     if plan.healer:
         # The healer serves /metrics next to its webhook (loopback; Prometheus needs no token for it).
         config["scrape_configs"].append({"job_name": Job.HEALER.value, "static_configs": [{"targets": [str(layout.healer)], "labels": tooling_labels}]})
-    return "# Rendered by resinfra: Prometheus on the resinfra VM.\n" + dump_yaml(config)
+    return "# Rendered by resinfra: Prometheus on the tooling VM.\n" + dump_yaml(config)
 
 
 # Recording rules the alerts share: per site, is any node scraped, does any probe target answer.
@@ -94,7 +94,7 @@ SITE_TUNNEL_UP = "site:resinfra_tunnel_probe_success:max"
 
 
 def site_dark_expr() -> str:
-    """PromQL: sites the resinfra VM cannot reach (every node down, or no probe target answering)."""
+    """PromQL: sites the tooling VM cannot reach (every node down, or no probe target answering)."""
     return f"{SITE_NODES_UP} == 0\nor on (site)\n{SITE_TUNNEL_UP} == 0"
 
 
@@ -112,13 +112,13 @@ def alert_rules(plan: MonitoringPlan) -> dict[str, Any]:
                 "rules": [
                     {"record": SITE_NODES_UP, "expr": f'max by (site) (up{{job="{node}"}})'},
                     {
-                        # Only the resinfra VM's own probes decide whether it can reach a site.
+                        # Only the tooling VM's own probes decide whether it can reach a site.
                         "record": SITE_TUNNEL_UP,
                         "expr": f'max by (site) (probe_success{{job="{mesh}", source_site="{plan.tooling_site}"}})',
                     },
                     {
                         "alert": "NodeDown",
-                        # Nodes of a site the resinfra VM cannot reach at all are not "down": that is a
+                        # Nodes of a site the tooling VM cannot reach at all are not "down": that is a
                         # partition (SiteUnreachable), and the healer must not replace them.
                         "expr": f'up{{job="{node}"}} == 0\nunless on (site) (\n  {indented_site_dark}\n)\n',
                         "for": seconds(t.node_down_for),
@@ -136,7 +136,7 @@ def alert_rules(plan: MonitoringPlan) -> dict[str, Any]:
                         "for": seconds(t.site_unreachable_for),
                         "labels": {"severity": "critical", "scope": Scope.SITE.value},
                         "annotations": {
-                            "summary": "site {{ $labels.site }} is unreachable from the resinfra VM",
+                            "summary": "site {{ $labels.site }} is unreachable from the tooling VM",
                             "description": "No machine of site {{ $labels.site }} answers (all scrapes fail or its tunnel probe fails): "
                             "a partition or a site outage. Machines there are not replaced while it lasts.",
                         },
@@ -186,7 +186,7 @@ def alert_rules(plan: MonitoringPlan) -> dict[str, Any]:
                         "for": seconds(t.resource_for),
                         "labels": {"severity": "warning", "scope": Scope.RESINFRA_VM.value},
                         "annotations": {
-                            "summary": "the resinfra VM's root filesystem is {{ $value | humanizePercentage }} free",
+                            "summary": "the tooling VM's root filesystem is {{ $value | humanizePercentage }} free",
                             "description": "Prometheus' TSDB and the healer's journal live there; resize the VM's disk or lower the retention.",
                         },
                     },
@@ -201,7 +201,7 @@ def alert_rules(plan: MonitoringPlan) -> dict[str, Any]:
                         "for": seconds(t.resource_for),
                         "labels": {"severity": "warning", "scope": Scope.RESINFRA_VM.value},
                         "annotations": {
-                            "summary": "the resinfra VM has {{ $value | humanizePercentage }} of its memory available",
+                            "summary": "the tooling VM has {{ $value | humanizePercentage }} of its memory available",
                             "description": "Set a larger resinfra:tooling.size.",
                         },
                     },
@@ -220,8 +220,8 @@ def healer_down_rule(plan: MonitoringPlan) -> dict[str, Any]:
         "for": seconds(plan.timings.node_down_for),
         "labels": {"severity": "critical", "scope": Scope.RESINFRA_VM.value},
         "annotations": {
-            "summary": "the healer on the resinfra VM does not answer",
-            "description": "No machine is repaired automatically while it is down: check `systemctl status resinfra-healer` and its audit log on the resinfra VM.",
+            "summary": "the healer on the tooling VM does not answer",
+            "description": "No machine is repaired automatically while it is down: check `systemctl status resinfra-healer` and its audit log on the tooling VM.",
         },
     }
 
@@ -246,7 +246,7 @@ def healer_stuck_rule(plan: MonitoringPlan) -> dict[str, Any]:
         "annotations": {
             "summary": "the healer answers but no longer repairs",
             "description": "A repair has run past its timeout, or the healer's decision loop has stopped: no machine is repaired. "
-            "See `curl -s 127.0.0.1:9797/healthz` and `journalctl -u resinfra-healer` on the resinfra VM.",
+            "See `curl -s 127.0.0.1:9797/healthz` and `journalctl -u resinfra-healer` on the tooling VM.",
         },
     }
 
@@ -283,8 +283,8 @@ def render_rules(plan: MonitoringPlan) -> str:
     """The alert rules file.
 
     NodeDown (per node, after ``node_down_for``), SiteUnreachable (every node of a site
-    down, or the resinfra VM's probes to it failing; NodeDown is held back for that site),
-    TunnelDown (per pair of sites), CrossSiteLatencyHigh, and the resinfra VM's own disk
+    down, or the tooling VM's probes to it failing; NodeDown is held back for that site),
+    TunnelDown (per pair of sites), CrossSiteLatencyHigh, and the tooling VM's own disk
     and memory.
     """
-    return "# Rendered by resinfra: alert rules of the resinfra VM.\n" + dump_yaml(alert_rules(plan))
+    return "# Rendered by resinfra: alert rules of the tooling VM.\n" + dump_yaml(alert_rules(plan))

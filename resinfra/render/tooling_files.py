@@ -1,4 +1,4 @@
-"""Which files the resinfra VM (and each site's prober) gets, and how: at first boot or pushed.
+"""Which files the tooling VM (and each site's prober) gets, and how: at first boot or pushed.
 
 The packages (and Grafana's apt repository) come with the role: images/provision/tooling.sh,
 baked into a Packer image or run by cloud-init at first boot. Everything the program may
@@ -51,7 +51,7 @@ class BootExtras:
 
 
 def prober_layout(private_ip: str) -> ToolingLayout:
-    """A prober's blackbox_exporter listens on its private address (the resinfra VM scrapes it across the mesh)."""
+    """A prober's blackbox_exporter listens on its private address (the tooling VM scrapes it across the mesh)."""
     return ToolingLayout(blackbox=Endpoint(private_ip, BLACKBOX_PORT))
 
 

@@ -38,7 +38,7 @@ def prometheus_service(layout: ToolingLayout) -> ServiceSpec:
     """Prometheus with the rendered config, its TSDB and a loopback listener."""
     return ServiceSpec(
         unit=PROMETHEUS_UNIT,
-        description="Prometheus on the resinfra VM",
+        description="Prometheus on the tooling VM",
         documentation="https://prometheus.io/docs/",
         user=layout.service_user,
         argv=(
@@ -54,10 +54,10 @@ def prometheus_service(layout: ToolingLayout) -> ServiceSpec:
 
 
 def alertmanager_service(layout: ToolingLayout) -> ServiceSpec:
-    """Alertmanager alone (no gossip cluster: one resinfra VM), on loopback."""
+    """Alertmanager alone (no gossip cluster: one tooling VM), on loopback."""
     return ServiceSpec(
         unit=ALERTMANAGER_UNIT,
-        description="Alertmanager on the resinfra VM",
+        description="Alertmanager on the tooling VM",
         documentation="https://prometheus.io/docs/alerting/latest/alertmanager/",
         user=layout.service_user,
         argv=(
@@ -90,7 +90,7 @@ def blackbox_service(layout: ToolingLayout) -> ServiceSpec:
 
 
 def tooling_services(layout: ToolingLayout) -> list[ServiceSpec]:
-    """The services the resinfra VM runs from rendered units."""
+    """The services the tooling VM runs from rendered units."""
     return [prometheus_service(layout), alertmanager_service(layout), blackbox_service(layout)]
 
 

@@ -71,7 +71,7 @@ class SiteArgs:
     role_labels: Mapping[Role, Mapping[str, str]] = field(default_factory=dict)
     """Labels per machine role (``labels`` plus the role)."""
     tooling_size: str | None = None
-    """Size of the resinfra VM when this site hosts it; the site's worker size when None."""
+    """Size of the tooling VM when this site hosts it; the site's worker size when None."""
 
 
 class SiteComponent(pulumi.ComponentResource):

@@ -118,7 +118,7 @@ class GcpSite(SiteComponent):
 
         for machine in args.addresses.machines:
             # Workers get an ephemeral public address (admin SSH, package downloads); the
-            # resinfra VM a reserved one, so operators' SSH tunnels keep working.
+            # tooling VM a reserved one, so operators' SSH tunnels keep working.
             access = compute.InstanceNetworkInterfaceAccessConfigArgs()
             if machine.role is Role.TOOLING:
                 static_ip = compute.Address(

@@ -136,7 +136,7 @@ class HetznerSite(SiteComponent):
             public_net = hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=False)
             primary_ip = None
             if machine.role is not Role.WORKER:
-                # The gateway's and the resinfra VM's addresses are their own resources:
+                # The gateway's and the tooling VM's addresses are their own resources:
                 # known before any tunnel is declared, and kept when the server is replaced.
                 primary_ip = hcloud.PrimaryIp(
                     child_name(name, f"{self.machine_suffix(name, machine)}-ip"),

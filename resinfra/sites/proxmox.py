@@ -182,7 +182,7 @@ class ProxmoxSite(SiteComponent):
                 opts=child,
             )
             ident = vm_id(site, machine)
-            # Proxmox has no machine types: the resinfra VM gets the site's cores and memory.
+            # Proxmox has no machine types: the tooling VM gets the site's cores and memory.
             vm = proxmoxve.VmLegacy(
                 machine.name,
                 name=machine.name,

@@ -52,7 +52,7 @@ def test_new_ssh_key_replaces_the_machines_and_what_follows_them(project: Projec
 
 def test_one_more_worker_adds_its_resources_and_the_inventory_pushes(project: Project, dev: dict[str, str]) -> None:
     """A third Hetzner worker: its own resources are created; the pushes that carry the inventory
-    (the resinfra VM's scrape targets) and the stack file (the healer's bundle) re-run; nothing else."""
+    (the tooling VM's scrape targets) and the stack file (the healer's bundle) re-run; nothing else."""
     before = offline(project)
     hetzner = next(i for i, s in enumerate(project.stack_config("dev")["resinfra:sites"]) if s["provider"] == "hetzner")
     with config_set(project, f"resinfra:sites[{hetzner}].workers", "3", path=True):

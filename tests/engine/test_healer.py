@@ -25,7 +25,7 @@ WORKER = "ri-dev-proxmox-worker-1"
 
 @pytest.fixture(scope="module")
 def healer_copy(project: Project, dev: dict[str, str]) -> Path:
-    """The healer's own copy of the project (as on the resinfra VM): it sets ``resinfra:pushVia``
+    """The healer's own copy of the project (as on the tooling VM): it sets ``resinfra:pushVia``
     in its stack file, which the deployer's copy never sees."""
     copy = project.dir.parent / "healer-project"
     shutil.copytree(project.dir, copy, ignore=shutil.ignore_patterns(".venv", "__pycache__"))

@@ -1,4 +1,4 @@
-"""The README's "Deploy to real clouds" and "A stack per environment" commands, run as written in a
+"""The README's "Deploy to real clouds" commands (its credentials and "A stack per environment" included), run as written in a
 shell (the emulators stand in for the clouds), read from the README itself so the test follows it.
 
 What differs from a user's terminal, and why: no Google Cloud, so the local backend the README
@@ -61,14 +61,13 @@ def run(shell: Project, command: str) -> None:
 
 def test_deploy_to_real_clouds(shell: Project) -> None:
     deploy = section("## Deploy to real clouds")
-    credentials = section("### Provider credentials")
     # Pulumi resolves file://~ from the password database, not $HOME: the test's own home instead.
     run(shell, inline(deploy, "mkdir -p ~/.pulumi-state && pulumi login file://").replace("~", shell.env["HOME"]))
-    keygen = inline(README, "ssh-keygen -t ed25519 -f stack-key")
+    keygen = inline(deploy, "ssh-keygen -t ed25519 -f stack-key")
     run(shell, f'{keygen} -N ""')
-    run(shell, 'pulumi config set resinfra:sshPublicKey "$(cat stack-key.pub)"')
-    run(shell, inline(README, "pulumi config set --secret resinfra:sshPrivateKey < stack-key"))
-    [commands] = sh_blocks(credentials)
+    run(shell, inline(deploy, "pulumi config set resinfra:sshPublicKey"))
+    run(shell, inline(deploy, "pulumi config set --secret resinfra:sshPrivateKey < stack-key"))
+    [commands] = [block for block in sh_blocks(deploy) if any("hcloud:token" in command for command in block)]
     for command in commands:
         run(shell, command)
     run(shell, inline(deploy, "uv run resinfra plan --stack").replace("<stack>", "dev"))

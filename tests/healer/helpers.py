@@ -18,7 +18,7 @@ def urn(name: str) -> str:
 
 
 def inventory(created: float = OLD, **created_by_name: float) -> list[Machine]:
-    """11 machines like the dev stack: gcp and azure 2 workers each; hetzner gateway VM, resinfra VM, 2 workers; proxmox gateway VM, 2 workers."""
+    """11 machines like the dev stack: gcp and azure 2 workers each; hetzner gateway VM, tooling VM, 2 workers; proxmox gateway VM, 2 workers."""
     machines = []
     for site, (provider, gateway_vms, workers) in SHAPE.items():
         names = [(f"ri-dev-{site}-gw", Role.GATEWAY)] * gateway_vms

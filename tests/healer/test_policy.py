@@ -111,6 +111,13 @@ CASES = [
         history=History(repairs=repairs("ri-dev-azure-worker-1", (NOW - 30, None, None))),
     ),
     Case(
+        "its-own-repair-is-running",
+        # Not "backoff: repaired recently" while the repair has not finished (issue 16: lab status showed that).
+        [node_down(W1, NOW - 60)],
+        {(W1, Kind.WAIT, Reason.REPAIR_IN_FLIGHT)},
+        history=History(repairs=repairs(W1, (NOW - 30, None, None))),
+    ),
+    Case(
         "restarted-mid-repair-no-second-replacement",
         [node_down(W1, NOW - 2000)],
         {(W1, Kind.REFUSE, Reason.REPAIR_INTERRUPTED)},
@@ -164,6 +171,7 @@ RULE_CASES: dict[str, list[str]] = {
     "refuse_max_unhealthy": ["max-unhealthy-stops-a-mass-failure"],
     "refuse_max_unhealthy_site": ["max-unhealthy-per-site"],
     "wait_repair_in_flight": ["nothing-starts-while-a-repair-runs"],
+    "wait_own_repair": ["its-own-repair-is-running"],
     "one_at_a_time": ["one-repair-at-a-time"],
     "wait_settle": ["node-down-settles-before-a-replacement"],
     "dry_run_only_logs": ["dry-run-acts-on-nothing"],

@@ -75,3 +75,26 @@ def test_simulate_refuses_bad_files(tmp_path: Path, offline_runs: dict[str, Offl
     inventory.write_text(json.dumps({"inventory": []}))
     assert cli.main(["heal", "simulate", "--inventory", str(inventory), "--alerts", str(alerts)]) == 2
     assert "pulumi stack output inventory --json" in capsys.readouterr().err
+
+
+def test_simulate_names_the_file_that_is_not_json(tmp_path: Path, offline_runs: dict[str, OfflineRun], capsys: pytest.CaptureFixture[str]) -> None:
+    inventory, alerts = files(tmp_path, offline_runs["all-four"])
+    alerts.write_text("- not: json\n")
+    assert cli.main(["heal", "simulate", "--inventory", str(inventory), "--alerts", str(alerts)]) == 2
+    err = capsys.readouterr().err
+    assert f"--alerts {alerts}: not JSON" in err and "line 1" in err, err
+    alerts.write_text("[]")
+    inventory.write_text("{oops")
+    assert cli.main(["heal", "simulate", "--inventory", str(inventory), "--alerts", str(alerts)]) == 2
+    assert f"--inventory {inventory}: not JSON" in capsys.readouterr().err
+
+
+def test_simulate_names_the_entry_whose_payload_is_wrong(tmp_path: Path, offline_runs: dict[str, OfflineRun], capsys: pytest.CaptureFixture[str]) -> None:
+    inventory, alerts = files(tmp_path, offline_runs["all-four"])
+    arrivals = json.loads(alerts.read_text())
+    del arrivals[2]["payload"]["alerts"]
+    alerts.write_text(json.dumps(arrivals))
+    assert cli.main(["heal", "simulate", "--inventory", str(inventory), "--alerts", str(alerts)]) == 2
+    err = capsys.readouterr().err
+    assert f"--alerts {alerts}: entry 2 (receivedAt {arrivals[2]['receivedAt']}): payload: alerts is not a list" in err, err
+    assert "simulated" not in capsys.readouterr().out, "nothing is replayed from a file with a bad entry"

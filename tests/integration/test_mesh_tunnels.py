@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import itertools
-import os
 import re
 import tempfile
 from collections.abc import Iterator
@@ -20,14 +19,14 @@ from resinfra.lab.gateways import MeshGateway, mesh_gateways, read_descriptions,
 from resinfra.lab.paths import pair_path
 from resinfra.netlab import CHARON, Lab, wait_for
 from resinfra.offline import run_offline
-from tests.conftest import dev_config, require_root, require_tool
+from tests.conftest import dev_config, lab_name_for_tests, require_root, require_tool
 
 UP_TIMEOUT = 30.0
 BGP_TIMEOUT = 60.0
 BURST = 200 * 1200
 """Bytes a burst of pings puts on a tunnel (each way): far above what BGP and DPD send meanwhile."""
 # Overridable so that two checkouts on one machine can run the mesh tests at once.
-LAB_NAME = os.environ.get("RESINFRA_TEST_MESH_LAB_NAME", "rmt")
+LAB_NAME = lab_name_for_tests("RESINFRA_TEST_MESH_LAB_NAME", "rmt")
 
 
 def dev_values() -> dict[str, object]:

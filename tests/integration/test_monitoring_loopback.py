@@ -1,7 +1,7 @@
 """Loopback integration: the dev stack's rendered monitoring with real Prometheus, Alertmanager,
 blackbox_exporter and one node_exporter per machine; a webhook receiver stands in for the healer.
 
-Only addresses, paths and timings differ from the resinfra VM (``monitoring_local.local_plan``).
+Only addresses, paths and timings differ from the tooling VM (``monitoring_local.local_plan``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ The tests run in this order and share one lab.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import urllib.request
@@ -34,10 +33,11 @@ from resinfra.lab.cluster import (
 )
 from resinfra.lab.state import LabState, alive, existing_namespaces, load
 from resinfra.netlab import wait_for
+from tests.conftest import lab_name_for_tests
 from tests.lab import running
 
 # Overridable so that two checkouts on one machine can run the lab tests at once.
-NAME = os.environ.get("RESINFRA_TEST_LAB_NAME", "rlt")
+NAME = lab_name_for_tests("RESINFRA_TEST_LAB_NAME", "rlt")
 MARK = "192.0.2.1/32"
 TIMEOUT = 60.0
 """Seconds for anything the lab's timings do in under 10."""
@@ -134,6 +134,8 @@ def test_a_partitioned_site_fires_site_unreachable_and_nothing_is_replaced(lab: 
     wait_for(lambda: targets_healthy(state()), TIMEOUT, "every target up")
     cut = time.time()
     assert lab_command("partition", site).returncode == 0
+    status = lab_command("status")
+    assert f"{site} was cut off" in status.stdout and "until dead-peer detection notices" in status.stdout, status.stdout + status.stderr
     wait_for_event(lab, audit_alert("SiteUnreachable", "firing", site=site), cut, TIMEOUT)
     refused = wait_for_event(lab, lambda e: e["event"] == "decision" and e["site"] == site and e["reason"] == "site-partitioned", cut, TIMEOUT)
     assert refused["kind"] == "refuse"

@@ -8,7 +8,7 @@ waits for the healer to refuse the site, heals it and waits for every target to 
 
 from __future__ import annotations
 
-import os
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -19,11 +19,16 @@ from resinfra.healer.observe import audit_alert
 from resinfra.lab.cluster import audit_events, missing_tools, root_of, targets_healthy, tunnels_up, wait_for_event
 from resinfra.lab.state import LabState, load
 from resinfra.netlab import wait_for
-from tests.conftest import require_root
-from tests.lab.test_lab_end_to_end import TIMEOUT, lab_command
+from tests.conftest import lab_name_for_tests, require_root
+from tests.lab import running
+from tests.lab.test_lab_end_to_end import TIMEOUT
 
-NAME = os.environ.get("RESINFRA_TEST_LAB_NAME", "rlt")
+NAME = lab_name_for_tests("RESINFRA_TEST_LAB_NAME", "rlt", "x")
 ROUNDS = 20
+
+
+def lab_command(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return running.lab_command(NAME, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,7 @@ def state() -> LabState:
 
 def test_twenty_partitions_in_a_row_replace_nothing(lab: LabState) -> None:
     tooling = next(m.site for m in lab.machines.values() if m.role is Role.TOOLING)
-    # One site with a managed (emulated) gateway and one with a strongSwan gateway VM, neither the resinfra VM's.
+    # One site with a managed (emulated) gateway and one with a strongSwan gateway VM, neither the tooling VM's.
     emulated = next(s.key for s in lab.sites if s.swanctl_emulated and s.key != tooling)
     strongswan = next(s.key for s in lab.sites if not s.swanctl_emulated and s.key != tooling)
     began = time.time()

@@ -8,7 +8,6 @@ other for longer than the peers take to notice (dead-peer detection, BGP hold ti
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
@@ -20,10 +19,11 @@ from resinfra.lab import failover
 from resinfra.lab.cluster import audit_events, root_of, tunnel_report
 from resinfra.lab.state import LabState, load
 from resinfra.netlab import wait_for
+from tests.conftest import lab_name_for_tests
 from tests.lab import running
 
 # Derived from the end-to-end test's name, so two checkouts running both stay apart.
-NAME = os.environ.get("RESINFRA_TEST_LAB_NAME", "rlt")[:5] + "p"
+NAME = lab_name_for_tests("RESINFRA_TEST_LAB_NAME", "rlt", "p")
 TIMEOUT = 60.0
 FAILOVER_TIMEOUT = 240.0
 """Seconds a pair may stay apart after an instance dies: strongSwan's dead-peer detection (10 s idle, then the lab's

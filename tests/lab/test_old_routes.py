@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,9 +27,9 @@ from resinfra.lab.paths import burst, grew, sa_bytes
 from resinfra.mesh import describe, gcp, plan
 from resinfra.netlab import CHARON, Lab, wait_for
 from resinfra.offline import run_offline
-from tests.conftest import dev_config, require_root, require_tool
+from tests.conftest import dev_config, lab_name_for_tests, require_root, require_tool
 
-NAME = os.environ.get("RESINFRA_TEST_MESH_LAB_NAME", "rmt")[:5] + "o"
+NAME = lab_name_for_tests("RESINFRA_TEST_MESH_LAB_NAME", "rmt", "o")
 TIMEOUT = 60.0
 CUT_OFF = {("gcp", "hetzner"), ("gcp", "proxmox")}
 

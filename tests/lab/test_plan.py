@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from resinfra.lab.boot import BootError, boot_plan
 from resinfra.lab.cli import main as lab_main
 from resinfra.lab.clouds import CloudRefusal
 from resinfra.lab.forward import parse_spec
-from resinfra.lab.plan import LabPlan, inventory_document, lab_plan
+from resinfra.lab.plan import NAME_PATTERN, LabPlan, inventory_document, lab_plan
 from resinfra.netlab import Lab, fixed_mac, pin_reqids
 from resinfra.offline import OfflineRun, run_offline
 from resinfra.render.cloud_init import NODE_EXPORTER_PORT
@@ -214,3 +215,25 @@ def test_every_stack_shape_has_a_lab_plan(shape_name: str, lab_runs: dict[str, O
     assert {g.site for g in plan.gateways} == set(STACK_SHAPES[shape_name])
     assert {m.name for m in plan.machines} == {m["name"] for m in run.outputs["inventory"]}
     assert plan.tunnels == len(run.outputs["tunnels"])
+
+
+def test_test_labs_of_parallel_workers_have_valid_distinct_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The names the lab and integration tests use (tests/conftest.py): valid lab names, none shared between two
+    pytest-xdist workers or two modules, with the longest names a user may give."""
+    from tests.conftest import lab_name_for_tests
+
+    modules = [("RESINFRA_TEST_LAB_NAME", "rlt", ""), ("RESINFRA_TEST_LAB_NAME", "rlt", "x"), ("RESINFRA_TEST_LAB_NAME", "rlt", "p")]
+    modules += [("RESINFRA_TEST_MESH_LAB_NAME", "rmt", ""), ("RESINFRA_TEST_MESH_LAB_NAME", "rmt", "o")]
+    for given in (None, ("flab", "fmesh"), ("labsix", "meshsx")):
+        names = []
+        for worker in (None, *(f"gw{n}" for n in range(12))):
+            if worker is None:
+                monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+            else:
+                monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+            if given is not None:
+                monkeypatch.setenv("RESINFRA_TEST_LAB_NAME", given[0])
+                monkeypatch.setenv("RESINFRA_TEST_MESH_LAB_NAME", given[1])
+            names += [lab_name_for_tests(*module) for module in modules]
+        assert all(re.fullmatch(NAME_PATTERN, name) for name in names), names
+        assert len(set(names)) == len(names), sorted(n for n in names if names.count(n) > 1)

@@ -142,7 +142,7 @@ def test_node_down_stays_silent_during_a_scrape_blip(plan: MonitoringPlan, tmp_p
 
 @pytest.mark.parametrize("site", ["azure", "proxmox"])
 def test_a_dark_site_is_unreachable_not_a_set_of_dead_nodes(plan: MonitoringPlan, tmp_path: Path, site: str) -> None:
-    """Every node of the site stops answering, and so do the resinfra VM's probes to it
+    """Every node of the site stops answering, and so do the tooling VM's probes to it
     (a managed gateway's site: its workers; a strongSwan site: its gateway VM)."""
     series = healthy(plan)
     for n in plan.nodes:
@@ -245,12 +245,12 @@ def test_cross_site_latency_fires_when_sustained(plan: MonitoringPlan, tmp_path:
 @pytest.mark.parametrize(
     ("alert", "available", "total", "summary"),
     [
-        ("ResinfraVmDiskLow", "node_filesystem_avail_bytes", "node_filesystem_size_bytes", "the resinfra VM's root filesystem is 5% free"),
-        ("ResinfraVmMemoryLow", "node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes", "the resinfra VM has 5% of its memory available"),
+        ("ResinfraVmDiskLow", "node_filesystem_avail_bytes", "node_filesystem_size_bytes", "the tooling VM's root filesystem is 5% free"),
+        ("ResinfraVmMemoryLow", "node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes", "the tooling VM has 5% of its memory available"),
     ],
 )
 def test_resinfra_vm_resources(plan: MonitoringPlan, tmp_path: Path, alert: str, available: str, total: str, summary: str) -> None:
-    """5 % left on the resinfra VM from 30 s on fires after 5 minutes; a worker as low (from the start) never does."""
+    """5 % left on the tooling VM from 30 s on fires after 5 minutes; a worker as low (from the start) never does."""
     fs = {"mountpoint": "/", "fstype": "ext4", "device": "/dev/sda1"} if alert == "ResinfraVmDiskLow" else {}
     tooling = next(n for n in plan.nodes if n.role == "tooling")
     series = healthy(plan)

@@ -1,4 +1,4 @@
-"""The healer's deployment on the resinfra VM: unit (systemd-analyze), install and push scripts (shellcheck),
+"""The healer's deployment on the tooling VM: unit (systemd-analyze), install and push scripts (shellcheck),
 settings (read back by the healer), the project bundle, and under mocks: owner-only secrets that stay secret."""
 
 from __future__ import annotations

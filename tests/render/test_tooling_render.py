@@ -1,4 +1,4 @@
-"""Every file the resinfra VM gets, checked by its real tool: promtool, amtool, blackbox_exporter,
+"""Every file the tooling VM gets, checked by its real tool: promtool, amtool, blackbox_exporter,
 systemd-analyze; Grafana's provisioning against its documented format and its dashboard schema."""
 
 from __future__ import annotations

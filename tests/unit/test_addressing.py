@@ -41,7 +41,7 @@ def test_dev_plan() -> None:
     proxmox = plan["proxmox"]
     # 203.0.113.16/28 without its router .17: gateway .18, tooling slot .19, workers .20 and .21.
     assert proxmox.gateway_vm is not None and proxmox.gateway_vm.public_ip == IPv4Address("203.0.113.18")
-    assert proxmox.tooling_vm is None, "the resinfra VM defaults to the Hetzner site"
+    assert proxmox.tooling_vm is None, "the tooling VM defaults to the Hetzner site"
     assert [w.public_ip for w in proxmox.workers] == [IPv4Address("203.0.113.20"), IPv4Address("203.0.113.21")]
     assert all(w.role is Role.WORKER for w in proxmox.workers)
 

@@ -101,7 +101,7 @@ def test_plan_shows_the_tunnel_matrix(capsys: pytest.CaptureFixture[str]) -> Non
 def test_render_writes_gateway_configs_and_managed_ends_owner_only(tmp_path: Path) -> None:
     assert cli.main(["render", "--out", str(tmp_path)]) == 0
     secret = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and stat.S_IMODE(p.stat().st_mode) == 0o600)
-    # The resinfra VM's secret files are checked in tests/unit/test_tooling.py.
+    # The tooling VM's secret files are checked in tests/unit/test_tooling.py.
     secret = [f for f in secret if not f.startswith("ri-dev-hetzner-tooling/")]
     assert secret == [
         "ri-dev-azure-vpn-gw/azure-hetzner.json",
@@ -172,3 +172,90 @@ def test_a_secret_in_clear_in_the_stack_file_is_a_warning(tmp_path: Path, capsys
     assert "resinfra:notificationWebhookUrl: a secret is written in clear" in err
     assert "proxmoxve:password" not in err, "an encrypted value is fine"
     assert "sentinel" not in err, "the value is never shown"
+
+
+@pytest.fixture(scope="module")
+def plan_text() -> str:
+    """``resinfra plan`` on the dev stack, run once for the tests that read its text."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["plan"]) == 0
+    return out.getvalue()
+
+
+def section(text: str, title: str) -> list[str]:
+    """The lines of one block of the plan's text, from its title to the next empty line."""
+    lines = text.split(f"\n{title}", 1)[1].split("\n\n", 1)[0].splitlines()
+    return lines[1:]
+
+
+def test_the_address_plan_holds_every_tunnel_endpoint(plan_text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A GCP site's Classic VPN address (its end of every tunnel to a strongSwan site) is in the address plan, not only in the tunnels."""
+    assert cli.main(["plan", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    endpoints = {(end["site"], ip) for t in report["tunnels"] for end in t["ends"] for ip in end["publicIps"]}
+    rows = {line.split()[0]: line for line in section(plan_text, "Address plan")[1:]}
+    missing = [(site, ip) for site, ip in endpoints if ip not in rows[site]]
+    assert not missing, missing
+    assert "Classic VPN" in rows["gcp"]
+
+
+def test_the_plan_prints_each_count_once(plan_text: str) -> None:
+    """Resources by component, without a second table of totals repeating the same counts (``--json`` keeps ``countsByType``)."""
+    assert "Totals by type" not in plan_text
+    lines = section(plan_text, "Resources:")
+    assert len(lines) < 60, "the dev stack's resources fit a screen"
+
+
+def test_the_images_table_says_the_mode_once(plan_text: str) -> None:
+    header, *rows = section(plan_text, "Images")
+    assert header.split() == ["site", "role", "mode", "image", "user-data", "provisioning"]
+    assert all(row.split()[2] == "stock" and row.split()[3] != "stock" for row in rows), rows
+
+
+def test_the_images_table_names_how_a_built_image_is_found(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from tests.conftest import ROOT
+
+    stack = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    gcp = next(s for s in stack["config"]["resinfra:sites"] if s["provider"] == "gcp")
+    gcp["images"] = {"mode": "packer"}
+    path = tmp_path / "Pulumi.images.yaml"
+    path.write_text(yaml.safe_dump(stack))
+    assert cli.main(["plan", "--config-file", str(path)]) == 0
+    rows = section(capsys.readouterr().out, "Images")[1:]
+    assert [row.split()[2:4] for row in rows if row.split()[0] == "gcp"] == [["packer", "(gce-image-family)"]]
+
+
+def test_render_again_removes_what_it_no_longer_renders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A second render into the same directory leaves no stale machine beside the new ones, and says what it removed."""
+    import yaml
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "out"
+    assert cli.main(["render", "--out", str(out)]) == 0
+    assert (out / "ri-dev-gcp-worker-2" / "user-data.yaml").is_file()
+    stack = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    for site in stack["config"]["resinfra:sites"]:
+        site["workers"] = 1
+    smaller = tmp_path / "Pulumi.dev.yaml"
+    smaller.write_text(yaml.safe_dump(stack))
+    capsys.readouterr()
+    assert cli.main(["render", "--config-file", str(smaller), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    machines = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert "ri-dev-gcp-worker-2" not in machines and "ri-dev-gcp-worker-1" in machines
+    assert "removed 4 files no longer rendered" in printed and "ri-dev-gcp-worker-2/user-data.yaml" in printed, printed
+
+
+def test_render_refuses_a_directory_holding_other_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli.main(["render", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path}" in err and "Fix:" in err and "notes.txt" in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"], "nothing written, nothing removed"

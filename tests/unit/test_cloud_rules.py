@@ -209,7 +209,7 @@ def test_a_deployable_stack_plans_without_the_warning(tmp_path: Path, capsys: py
 
 
 def test_every_user_data_fits_its_cloud(offline_runs: dict[str, Any]) -> None:
-    """The rendered user-data (stock mode, the largest: the resinfra VM and the probers) against each cloud's limit."""
+    """The rendered user-data (stock mode, the largest: the tooling VM and the probers) against each cloud's limit."""
     run = offline_runs["all-four"]
     sizes = {
         config.Provider.HETZNER: [len(r.inputs["userData"].encode()) for r in run.of_type("hcloud:index/server:Server")],

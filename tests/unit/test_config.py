@@ -49,6 +49,14 @@ BAD_CONFIGS: list[tuple[str, Mutation, str, str]] = [
     ("missing-provider", drop_site_key("hetzner", "provider"), "resinfra:sites[2].provider", "add 'provider:'"),
     ("unknown-top-level-key", lambda v: v.__setitem__("resinfra:adminCidr", ["10.0.0.0/8"]), "resinfra:adminCidr", "did you mean 'adminCidrs'"),
     ("unknown-site-key", set_site("gcp", "machineTyp", "e2-small"), "resinfra:sites[0].machineTyp", "did you mean 'machineType'"),
+    # Secret keys are known keys too: a misspelled one gets its suggestion (issue 16).
+    ("secret-key-typo", set_key("resinfra:sshPrivatekey", "a key"), "resinfra:sshPrivatekey", "did you mean 'sshPrivateKey'"),
+    (
+        "optional-secret-key-typo",
+        set_key("resinfra:notificationWebhookUrls", "https://x"),
+        "resinfra:notificationWebhookUrls",
+        "did you mean 'notificationWebhookUrl'",
+    ),
     ("zero-workers", set_site("hetzner", "workers", 0), "resinfra:sites[2].workers", "between 1 and 100"),
     ("too-many-workers", set_site("hetzner", "workers", 101), "resinfra:sites[2].workers", "between 1 and 100"),
     ("invalid-admin-cidr", set_key("resinfra:adminCidrs", ["10.0.0.300/24"]), "resinfra:adminCidrs[0]", "IPv4"),
@@ -218,6 +226,14 @@ def test_plan_exits_2_with_the_message(tmp_path: Any, capsys: pytest.CaptureFixt
 def test_plan_exits_2_for_a_missing_stack_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plan", "--stack", "does-not-exist"]) == 2
     assert "Pulumi.does-not-exist.yaml" in capsys.readouterr().err
+
+
+def test_an_unknown_key_without_a_close_match_is_a_sentence() -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(bad(set_key("resinfra:colour", "blue")))
+    [problem] = caught.value.problems
+    assert "Fix: remove it. Known keys here: " in str(problem)
+    assert "sshPrivateKey" in problem.fix and "healerEnvironment" in problem.fix, "the secret keys are known keys"
 
 
 def test_several_problems_are_reported_together() -> None:

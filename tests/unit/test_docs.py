@@ -1,4 +1,4 @@
-"""README's configuration reference names every key the config models accept, nothing else, with the models' defaults."""
+"""The configuration reference (docs/configuration.md) names every key the config models accept, nothing else, with the models' defaults."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from pydantic_core import PydanticUndefined
 
 from resinfra import config
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 SITE_TABLES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
-    "### GCP": (config.GcpSite, config.GcpImages),
-    "### Azure": (config.AzureSite, config.AzureImages),
-    "### Hetzner Cloud": (config.HetznerSite, config.HetznerImages),
-    "### Proxmox VE": (config.ProxmoxSite, config.ProxmoxImages),
+    "## GCP": (config.GcpSite, config.GcpImages),
+    "## Azure": (config.AzureSite, config.AzureImages),
+    "## Hetzner Cloud": (config.HetznerSite, config.HetznerImages),
+    "## Proxmox VE": (config.ProxmoxSite, config.ProxmoxImages),
 }
 NESTED = {"tooling": config.ToolingConfig, "cost": config.CostConfig, "healer": config.HealerConfig}
 IMAGES_FIELD = "images"
@@ -27,7 +27,7 @@ IMAGES_FIELD = "images"
 
 def table_after(heading: str) -> list[tuple[list[str], list[str]]]:
     """(keys, defaults) of each row of the first table under the heading that starts with ``heading``."""
-    lines = README.read_text().splitlines()
+    lines = REFERENCE.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(heading))
     rows = []
     for line in lines[start + 1 :]:
@@ -85,7 +85,7 @@ def check_row(key: str, cell: str, field: Any, references: frozenset[str] = froz
 
 def test_stack_keys_match_the_models() -> None:
     documented: dict[str, str] = {}
-    for keys, defaults in table_after("### Stack keys"):
+    for keys, defaults in table_after("## Stack keys"):
         first = keys[0].removeprefix("resinfra:")
         parent = first.rsplit(".", 1)[0] + "." if "." in first else ""
         for i, (key, default) in enumerate(zip(keys, defaults, strict=True)):
@@ -105,7 +105,7 @@ def test_stack_keys_match_the_models() -> None:
 
 
 def test_site_keys_match_the_models() -> None:
-    common = {key: default for keys, defaults in table_after("### Site keys") for key, default in zip(keys, defaults, strict=True)}
+    common = {key: default for keys, defaults in table_after("## Site keys") for key, default in zip(keys, defaults, strict=True)}
     base = aliases(config.SiteBase)
     image_base = aliases(config.SiteImagesBase)
     assert sorted(common) == sorted([*base, "provider", *(f"images.{k}" for k in image_base), "images.overrides.<role>"])

@@ -213,4 +213,4 @@ def test_plan_shows_mode_and_image_per_site_and_role(tmp_path: Path, capsys: pyt
     assert rows["gcp", "worker"]["provisioning"] == images.source_digest(images.Role.WORKER)
     assert cli.main(["plan", "--config-file", str(path)]) == 0
     text = capsys.readouterr().out
-    assert "hetzner  gateway  packer  hcloud-label-selector  resinfra-image=resinfra,resinfra-role=gateway  machine only" in text
+    assert "hetzner  gateway  packer (hcloud-label-selector)  resinfra-image=resinfra,resinfra-role=gateway  machine only" in text

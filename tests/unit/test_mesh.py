@@ -50,7 +50,7 @@ def run(request: pytest.FixtureRequest, mesh_runs: dict[str, OfflineRun]) -> Off
 
 
 def mesh_psks(run: OfflineRun) -> list[DeclaredResource]:
-    """The mesh's RandomPasswords (the resinfra VM has its own for tokens)."""
+    """The mesh's RandomPasswords (the tooling VM has its own for tokens)."""
     return [r for r in run.of_type("random:index/randomPassword:RandomPassword") if "resinfra:mesh:IpsecMesh" in run.ancestor_types(r)]
 
 

@@ -51,7 +51,7 @@ def valid_configs(draw: st.DrawFn) -> dict[str, Any]:
 def test_generated_valid_configs_always_plan(values: dict[str, Any]) -> None:
     run = run_offline(values)
     cfg = run.config
-    # Workers, a gateway VM per Hetzner or Proxmox site, and the resinfra VM.
+    # Workers, a gateway VM per Hetzner or Proxmox site, and the tooling VM.
     expected_machines = sum(s.workers + (1 if s.provider in ("hetzner", "proxmox") else 0) for s in cfg.sites) + 1
     assert len(run.outputs["inventory"]) == expected_machines
     blocks = [ipaddress.IPv4Network(s["block"]) for s in run.outputs["sites"].values()]

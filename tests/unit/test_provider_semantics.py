@@ -76,7 +76,7 @@ def test_every_user_data_fits_its_provider(stack: str) -> None:
     sizes = user_data_sizes(run)
     measured_providers = {provider for provider, _ in sizes}
     assert measured_providers == {"hetzner", "azure", "gcp"}
-    assert any(name.endswith("-tooling") for _, name in sizes), "the resinfra VM's user-data is measured"
+    assert any(name.endswith("-tooling") for _, name in sizes), "the tooling VM's user-data is measured"
     too_big = {key: size for key, size in sizes.items() if size[0] > size[1]}
     assert not too_big, f"user-data over the provider's limit (bytes, limit): {too_big}"
 

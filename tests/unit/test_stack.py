@@ -71,7 +71,7 @@ TOOLING_EXTRA = {
         "proxmoxve:firewall/rulesLegacy:RulesLegacy": 1,
     },
 }
-"""What the site hosting the resinfra VM declares on top."""
+"""What the site hosting the tooling VM declares on top."""
 COMPONENT_TYPES = {
     "gcp": "resinfra:sites:GcpSite",
     "azure": "resinfra:sites:AzureSite",
@@ -226,7 +226,7 @@ def test_gateway_public_addresses_are_static_resources(offline_runs: dict[str, O
     vnet_gw = run.by_name("ri-dev-azure-vpn-gw")
     assert vnet_gw.inputs["ipConfigurations"][0]["publicIPAddress"]["id"].endswith("/publicIPAddresses/ri-dev-azure-vpn-gw-pip-0")
     assert vnet_gw.inputs["enableBgp"] is True and vnet_gw.inputs["vpnType"] == "RouteBased"
-    # The resinfra VM's address is a PrimaryIp too.
+    # The tooling VM's address is a PrimaryIp too.
     assert run.by_name("ri-dev-hetzner-tooling-ip").inputs["autoDelete"] is False
     assert run.by_name("ri-dev-hetzner-tooling").inputs["publicNets"][0]["ipv4"] == int(run.by_name("ri-dev-hetzner-tooling-ip").id)
     # Proxmox: from the configured range; GCP: the HA VPN gateway's interfaces.
@@ -305,7 +305,7 @@ def test_replaced_vms_free_their_name_first(offline_runs: dict[str, OfflineRun])
 def test_inventory_lists_every_machine_with_its_urn(offline_runs: dict[str, OfflineRun]) -> None:
     run = offline_runs["all-four"]
     inventory = run.outputs["inventory"]
-    assert len(inventory) == 2 * 4 + 2 + 1  # workers, Hetzner and Proxmox gateway VMs, the resinfra VM
+    assert len(inventory) == 2 * 4 + 2 + 1  # workers, Hetzner and Proxmox gateway VMs, the tooling VM
     urns = {r.urn for r in run.resources}
     for node in inventory:
         assert node["urn"] in urns and node["urn"].endswith("::" + node["name"])
@@ -337,7 +337,7 @@ def test_provider_secrets_stay_secret_and_out_of_outputs() -> None:
 
 
 def test_tooling_vm_static_address_on_gcp(offline_runs: dict[str, OfflineRun]) -> None:
-    """Without a Hetzner site the resinfra VM lands on the first site, with a reserved address."""
+    """Without a Hetzner site the tooling VM lands on the first site, with a reserved address."""
     run = offline_runs["gcp-azure"]
     address = run.by_name("ri-dev-gcp-tooling-ip")
     vm = run.by_name("ri-dev-gcp-tooling")

@@ -1,4 +1,4 @@
-"""The resinfra VM's software under mocks: where it runs, what it exposes, how it is pushed, secrets."""
+"""The tooling VM's software under mocks: where it runs, what it exposes, how it is pushed, secrets."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_the_tooling_component_runs_on_the_default_site(shape_name: str, offline
     for command in commands.values():
         assert run.descends_from(command, component)
         assert command.inputs["connection"]["host"] == tooling_of(run)["publicIp"]
-        assert any(d.endswith(f"::ri-dev-{site}-tooling") for d in command.dependencies), "a replaced resinfra VM is pushed again"
+        assert any(d.endswith(f"::ri-dev-{site}-tooling") for d in command.dependencies), "a replaced tooling VM is pushed again"
     # Secrets first, then targets, then the configs that start the services; then the healer's secrets and program.
     assert commands["secrets"].urn in commands["targets"].dependencies
     assert commands["targets"].urn in commands["config"].dependencies
@@ -58,7 +58,7 @@ def test_tooling_site_picks_any_provider(site: str) -> None:
     vm = next(r for r in run.resources if r.name == f"ri-dev-{site}-tooling" and r.custom)
     assert run.ancestor_types(vm)[0].endswith("Site")
     assert pushes(run)["config"].inputs["connection"]["host"] == tooling_of(run)["publicIp"]
-    # The mesh probes from the resinfra VM itself on its site, from the first worker elsewhere.
+    # The mesh probes from the tooling VM itself on its site, from the first worker elsewhere.
     user_data = {f.machine: yaml.safe_load(f.content) for f in run.files if f.purpose == "cloud-init"}
     # Every worker has blackbox_exporter (images/provision/worker.sh); the prober's user-data enables it.
     enables_blackbox = ["systemctl", "enable", "prometheus-blackbox-exporter.service"]
@@ -76,7 +76,7 @@ def test_the_resinfra_vm_exposes_only_ssh_from_admin_networks(site: str) -> None
     run = run_offline(values)
     applies_to_tooling = {"hetzner": "tooling", "proxmox": "ri-dev-proxmox-tooling-fw-rules", "gcp": "network", "azure": "subnet"}[site]
     rules = [rule for rule in public_rules(run) if rule[0].startswith(f"ri-dev-{site}") and rule[1] == applies_to_tooling]
-    assert rules, "the resinfra VM's firewall was found"
+    assert rules, "the tooling VM's firewall was found"
     for _, _, protocol, port, sources in rules:
         assert (protocol, port, sources) == ("tcp", "22", ADMIN_CIDRS)
 
@@ -133,7 +133,7 @@ def test_without_a_notification_url_alerts_go_to_the_healer_only(offline_runs: d
 
 
 def test_a_new_worker_updates_the_targets_push_and_nothing_else(offline_runs: dict[str, OfflineRun]) -> None:
-    """The same `pulumi up` that adds or replaces a node re-pushes the targets; the resinfra VM and its configs stay."""
+    """The same `pulumi up` that adds or replaces a node re-pushes the targets; the tooling VM and its configs stay."""
     small = offline_runs["hetzner-proxmox"]
     values = shape("hetzner", "proxmox")
     next(s for s in values["resinfra:sites"] if s["provider"] == "proxmox")["workers"] = 3

@@ -1,0 +1,85 @@
+"""What a benchmark ran on: cores, CPU model, load average, whether Python bytecode was cached."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import sysconfig
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()
+
+
+def bytecode_state() -> str:
+    """Whether the provider SDKs' bytecode is compiled in the virtualenv and whether Python may write more.
+
+    The SDKs are large (azure-native alone is ~6,000 files): without compiled bytecode every
+    process that imports them compiles them again (``uv sync --compile-bytecode`` pays once).
+    """
+    site = Path(sysconfig.get_paths()["purelib"])
+    sdk = site / "pulumi_azure_native" / "network"
+    sources = list(sdk.glob("*.py"))
+    compiled = list((sdk / "__pycache__").glob("*.pyc")) if (sdk / "__pycache__").is_dir() else []
+    cached = "compiled" if sources and len(compiled) >= len(sources) else f"not compiled ({len(compiled)}/{len(sources)} files in pulumi_azure_native.network)"
+    writes = "PYTHONDONTWRITEBYTECODE=1 (nothing new is cached)" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "bytecode written as modules are imported"
+    return f"SDK bytecode {cached}; {writes}"
+
+
+def describe() -> str:
+    one, five, fifteen = load_average()
+    return (
+        f"machine: {os.cpu_count()} cores, {cpu_model()}, Python {sys.version.split()[0]}\n"
+        f"load average at start: {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min)\n"
+        f"{bytecode_state()}"
+    )
+
+
+@dataclass
+class LoadSampler:
+    """The 1-minute load average sampled every ``interval`` seconds while a benchmark runs."""
+
+    interval: float = 10.0
+    samples: list[float] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> LoadSampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append(load_average()[0])
+            if self._stop.wait(self.interval):
+                return
+
+    def summary(self) -> str:
+        if not self.samples:
+            return "load during the run: not sampled"
+        mean = sum(self.samples) / len(self.samples)
+        return f"load during the run (1-min average, every {self.interval:.0f} s): mean {mean:.2f}, max {max(self.samples):.2f}, n={len(self.samples)}"
+
+
+def stamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z")
