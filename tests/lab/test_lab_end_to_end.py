@@ -21,6 +21,7 @@ import pytest
 from resinfra.addressing import Role
 from resinfra.healer.observe import audit_alert
 from resinfra.lab.cluster import (
+    HOLD_REPLACE_FILE,
     audit_events,
     ping,
     prometheus_query,
@@ -116,10 +117,11 @@ def test_a_killed_worker_is_replaced_and_scraped_again(lab: LabState) -> None:
     finished = wait_for_event(lab, lambda e: e["event"] == "repair-finished" and e["machine"] == machine, killed, TIMEOUT)
     assert finished["outcome"] == "succeeded", finished
     resolved = wait_for_event(lab, audit_alert("NodeDown", "resolved", node=machine), killed, TIMEOUT)
-    assert started["ts"] <= finished["ts"] <= resolved["ts"]
     assert prometheus_query(lab.ui["prometheus"], f'up{{job="node", node="{machine}"}} == 1'), "scraped again"
     # Replaced as pulumi up --replace would: a new machine (namespace, exporter) with the same inventory entry.
     after = state()
+    # Resolved by the new machine: after it was created (the action's own exit may be recorded a moment later).
+    assert started["ts"] <= finished["ts"] and started["ts"] <= after.machines[machine].created <= resolved["ts"]
     assert MARK not in subprocess.run(["ip", "-n", namespace, "addr", "show", "dev", "lo"], capture_output=True, text=True, check=True).stdout
     assert not alive(exporter) and alive(after.processes[f"{machine}/prometheus-node-exporter"])
     assert after.machines[machine].created > killed
@@ -159,11 +161,16 @@ def test_a_partitioned_site_fires_site_unreachable_and_nothing_is_replaced(lab: 
 def test_a_healer_killed_during_a_repair_does_not_replace_twice(lab: LabState) -> None:
     machine = victim(lab, tooling_site=True)
     wait_for(lambda: targets_healthy(state()), TIMEOUT, "every target up")
-    killed = time.time()
-    assert lab_command("kill", machine).returncode == 0
-    wait_for_event(lab, lambda e: e["event"] == "repair-started" and e["machine"] == machine, killed, TIMEOUT)
-    crash = lab_command("restart-healer", "--crash")  # the healer and the repair it runs die together
-    assert crash.returncode == 0, crash.stderr
+    hold = root_of(NAME) / HOLD_REPLACE_FILE
+    hold.touch()  # the repair stays in flight until the crash, however slowly the crash command starts
+    try:
+        killed = time.time()
+        assert lab_command("kill", machine).returncode == 0
+        wait_for_event(lab, lambda e: e["event"] == "repair-started" and e["machine"] == machine, killed, TIMEOUT)
+        crash = lab_command("restart-healer", "--crash")  # the healer and the repair it runs die together
+        assert crash.returncode == 0, crash.stderr
+    finally:
+        hold.unlink()
     restarted = wait_for_event(lab, lambda e: e["event"] == "repair-interrupted" and e["machine"] == machine, killed, TIMEOUT)
     # Alertmanager repeats the still-firing NodeDown to the restarted healer, which refuses: the outcome is unknown.
     verdict = wait_for_event(
