@@ -1,9 +1,10 @@
 """Act: replace a machine. The Automation API adapter (``pulumi up --replace URN --target URN --target-dependents``)
 and the local actions the loopback tests and the lab use instead, behind one interface.
 
-Everything up to the Automation API call is pure (:func:`up_request`) and tested; the
-call itself (:func:`automation_up`) is a thin adapter, since neither the CLI nor a cloud
-is reachable from a test machine.
+Everything up to the Automation API call is pure (:func:`up_request`) and unit-tested; the
+call itself (:func:`automation_up`) is a thin adapter, run against the real Pulumi CLI and the
+project's cloud emulators by ``tests/engine/test_healer.py`` (no cloud is reachable from a test
+machine).
 """
 
 from __future__ import annotations

@@ -740,7 +740,8 @@ def restart_healer(name: str, crash: bool = False) -> ProcessRecord:
     old = state.processes.get("healer")
     if old is not None and alive(old):
         if crash:
-            # The healer leads its own session: its running action is in its process group.
+            # The healer's process group; its running action has a group of its own (healer/leash.py),
+            # which the kernel stops when the healer dies (PR_SET_PDEATHSIG), as a crash would.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(old.pid, signal.SIGKILL)
             wait_for(lambda: not alive(old), 10, "the healer gone")
