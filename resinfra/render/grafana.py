@@ -225,6 +225,14 @@ def tunnels_dashboard(plan: MonitoringPlan) -> gdash.Dashboard:
             .height(12)
             .span(24)
         )
+        .with_panel(
+            statetimeline.Panel()
+            .title("Active gateway: which VM of a pair carries its site's links")
+            .description("1 while a gateway holds its pair's shared address and tunnels (keepalived MASTER); GatewayFailover fires when it moves.")
+            .with_target(query(f'max by (site, node) (resinfra_gateway_active{{job="{Job.NODE.value}"}})', "{{node}}"))
+            .height(6)
+            .span(24)
+        )
     )
 
 
