@@ -32,7 +32,7 @@ TARGET = 10.0
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--action-seconds", type=float, default=0.5, help="how long an emulated Hetzner API action takes")
     args = parser.parse_args()
