@@ -5,7 +5,8 @@ A site's block is picked by its stable ``number`` (or set explicitly with
 moves another site. Inside a block the layout is fixed::
 
     block (e.g. 10.10.16.0/20)
-    ├── first /24   worker subnet: .4 gateway VM, .5 tooling VM, .10+ workers
+    ├── first /24   worker subnet: .4 gateway VM (or a Proxmox pair's VRRP address), .5 tooling VM,
+    │               .6 and .7 a gateway pair's VMs (``gateways: 2``), .10+ workers
     └── last /27    Azure's GatewaySubnet (reserved on every provider)
 
 Block 0 of the supernet is never given to a site: it holds provider router addresses
@@ -30,6 +31,9 @@ GATEWAY_SUBNET_PREFIX = 27
 GATEWAY_HOST_OFFSET = 4
 """Azure reserves the first four addresses of a subnet, GCP the first two: start at .4."""
 TOOLING_HOST_OFFSET = 5
+PAIR_HOST_OFFSETS = (6, 7)
+"""The two VMs of a gateway pair. ``.4`` stays the site's gateway address (a Proxmox pair's VRRP address: workers keep
+their route when a site goes from one gateway to two) and ``.5`` the tooling VM's; ``.10`` onwards the workers'."""
 FIRST_WORKER_HOST_OFFSET = 10
 # The layout must fit the worker subnet (last address is broadcast, GCP also keeps the one before).
 assert FIRST_WORKER_HOST_OFFSET + MAX_WORKERS < 2 ** (32 - WORKER_SUBNET_PREFIX) - 2
@@ -42,8 +46,10 @@ MAX_TUNNELS_PER_LINK = 2
 """APIPA slots are reserved for two tunnels per link whether or not both exist, so turning
 Azure's activeActive on or off never moves the first tunnel's addresses."""
 PROXMOX_PUBLIC_SLOTS_BEFORE_WORKERS = 2
-"""Public range slots: gateway VM, tooling VM, then workers (stable whether or not the
+"""Public range slots: gateway VM (or a pair's VRRP address), tooling VM, then workers (stable whether or not the
 tooling VM lives on the site)."""
+PROXMOX_PAIR_PUBLIC_SLOTS = 2
+"""A Proxmox gateway pair's VMs take the last two usable addresses of the range: adding workers never moves them."""
 
 
 class Role(enum.StrEnum):
@@ -69,6 +75,19 @@ class NodeAddress:
 
 
 @dataclass(frozen=True)
+class GatewayPair:
+    """The two gateway VMs of a site with ``gateways: 2`` and the addresses they share (held by the active one)."""
+
+    members: tuple[NodeAddress, NodeAddress]
+    shared_private_ip: IPv4Address | None
+    """Proxmox: ``.4`` on the private bridge, a VRRP address. Hetzner: None: its networks are routed (layer 3), so no
+    address can move without the API; the network routes point at the active VM instead."""
+    shared_public_ip: IPv4Address | None
+    """Proxmox: the range's first slot, a VRRP address on the public bridge (what every peer is configured with).
+    Hetzner: None here: a Floating IP, whose address the cloud picks."""
+
+
+@dataclass(frozen=True)
 class SiteAddresses:
     """The address plan of one site."""
 
@@ -81,15 +100,31 @@ class SiteAddresses:
     remote_blocks: dict[str, IPv4Network]
     """Block of every other site by site name, in site-number order: what the gateway routes."""
     workers: tuple[NodeAddress, ...]
-    gateway_vm: NodeAddress | None = None
-    """The strongSwan gateway VM, on sites without a managed gateway."""
+    gateway_vms: tuple[NodeAddress, ...] = ()
+    """The strongSwan gateway VM, or the two of a pair, on sites without a managed gateway."""
     tooling_vm: NodeAddress | None = None
     """The tooling VM, on the one site that hosts it."""
+    pair: GatewayPair | None = None
+    """The gateway pair and its shared addresses (``gateways: 2``)."""
 
     @property
     def machines(self) -> tuple[NodeAddress, ...]:
-        """Every machine of the site: gateway VM, tooling VM, then workers."""
-        return tuple(m for m in (self.gateway_vm, self.tooling_vm) if m) + self.workers
+        """Every machine of the site: gateway VM(s), tooling VM, then workers."""
+        return self.gateway_vms + tuple(m for m in (self.tooling_vm,) if m) + self.workers
+
+    @property
+    def gateway_vm(self) -> NodeAddress | None:
+        """The site's one gateway VM (None on a managed-gateway site and for a pair)."""
+        return self.gateway_vms[0] if len(self.gateway_vms) == 1 else None
+
+    @property
+    def gateway_address(self) -> IPv4Address | None:
+        """The private address the site's own machines send other sites' traffic to, where they route it themselves
+        (Proxmox): the gateway VM's, or a Proxmox pair's VRRP address. None on managed sites and a Hetzner pair (routed
+        by the network's routes)."""
+        if self.pair is not None:
+            return self.pair.shared_private_ip
+        return self.gateway_vm.private_ip if self.gateway_vm is not None else None
 
 
 def site_block(supernet: IPv4Network, site_prefix_length: int, number: int) -> IPv4Network:
@@ -123,12 +158,13 @@ def host(subnet: IPv4Network, offset: int) -> IPv4Address:
     return subnet.network_address + offset
 
 
-def node_name(prefix: str, site: str, role: Role, index: int = 1) -> str:
-    """Host and resource name of a machine: ``ri-dev-hetzner-worker-2``, ``ri-dev-gcp-gw``."""
+def node_name(prefix: str, site: str, role: Role, index: int = 1, paired: bool = False) -> str:
+    """Host and resource name of a machine: ``ri-dev-hetzner-worker-2``, ``ri-dev-hetzner-gw``, and a pair's
+    ``ri-dev-hetzner-gw-1`` and ``-gw-2`` (``paired``)."""
     if role is Role.WORKER:
         return f"{prefix}-{site}-worker-{index}"
     if role is Role.GATEWAY:
-        return f"{prefix}-{site}-gw"
+        return f"{prefix}-{site}-gw" + (f"-{index}" if paired else "")
     return f"{prefix}-{site}-tooling"
 
 
@@ -149,11 +185,11 @@ def plan_site(cfg: StackConfig, site: Site) -> SiteAddresses:
     public: list[IPv4Address] = proxmox_public_hosts(site) if isinstance(site, ProxmoxSite) else []
 
     def public_slot(slot: int) -> IPv4Address | None:
-        return public[slot] if slot < len(public) else None
+        return public[slot] if 0 <= slot < len(public) else None
 
-    def machine(role: Role, index: int, host_offset: int, public_slot_index: int) -> NodeAddress:
+    def machine(role: Role, index: int, host_offset: int, public_slot_index: int, paired: bool = False) -> NodeAddress:
         return NodeAddress(
-            name=node_name(cfg.prefix, site.name, role, index),
+            name=node_name(cfg.prefix, site.name, role, index, paired),
             site=site.name,
             role=role,
             index=index,
@@ -162,7 +198,17 @@ def plan_site(cfg: StackConfig, site: Site) -> SiteAddresses:
         )
 
     workers = tuple(machine(Role.WORKER, k, FIRST_WORKER_HOST_OFFSET + k - 1, PROXMOX_PUBLIC_SLOTS_BEFORE_WORKERS + k - 1) for k in range(1, site.workers + 1))
-    gateway_vm = machine(Role.GATEWAY, 1, GATEWAY_HOST_OFFSET, 0) if Provider(site.provider) in GATEWAY_VM_PROVIDERS else None
+    gateway_vms: tuple[NodeAddress, ...] = ()
+    pair = None
+    if Provider(site.provider) in GATEWAY_VM_PROVIDERS and gateway_count(site) == 2:
+        first, second = (
+            machine(Role.GATEWAY, k, offset, len(public) - PROXMOX_PAIR_PUBLIC_SLOTS + k - 1, paired=True) for k, offset in enumerate(PAIR_HOST_OFFSETS, 1)
+        )
+        gateway_vms = (first, second)
+        proxmox = isinstance(site, ProxmoxSite)
+        pair = GatewayPair((first, second), host(subnet, GATEWAY_HOST_OFFSET) if proxmox else None, public_slot(0) if proxmox else None)
+    elif Provider(site.provider) in GATEWAY_VM_PROVIDERS:
+        gateway_vms = (machine(Role.GATEWAY, 1, GATEWAY_HOST_OFFSET, 0),)
     tooling_vm = machine(Role.TOOLING, 1, TOOLING_HOST_OFFSET, 1) if site.name == cfg.tooling_site else None
     others = sorted((s for s in cfg.sites if s.name != site.name), key=lambda s: s.number)
     return SiteAddresses(
@@ -173,9 +219,17 @@ def plan_site(cfg: StackConfig, site: Site) -> SiteAddresses:
         gateway_subnet=gateway_subnet(block),
         remote_blocks={s.name: block_of(cfg, s) for s in others},
         workers=workers,
-        gateway_vm=gateway_vm,
+        gateway_vms=gateway_vms,
         tooling_vm=tooling_vm,
+        pair=pair,
     )
+
+
+def gateway_count(site: Site) -> int:
+    """strongSwan gateway VMs of a site: its ``gateways`` (Hetzner, Proxmox), 0 where the cloud runs the VPN gateway."""
+    if Provider(site.provider) not in GATEWAY_VM_PROVIDERS:
+        return 0
+    return int(getattr(site, "gateways", 1))
 
 
 def plan(cfg: StackConfig) -> dict[str, SiteAddresses]:
@@ -224,13 +278,17 @@ def check_addresses(cfg: StackConfig) -> list[Problem]:
 
         if isinstance(site, ProxmoxSite):
             rng = ipaddress.IPv4Network(site.public_range)
-            needed = PROXMOX_PUBLIC_SLOTS_BEFORE_WORKERS + site.workers
+            pair = site.gateways == 2
+            needed = PROXMOX_PUBLIC_SLOTS_BEFORE_WORKERS + site.workers + (PROXMOX_PAIR_PUBLIC_SLOTS if pair else 0)
             have = len(proxmox_public_hosts(site))
             if have < needed:
+                what = "the pair's VRRP address, the tooling VM slot, " if pair else "the gateway VM, the tooling VM slot and "
                 problems.append(
                     Problem(
                         key_path(["sites", i, "publicRange"]),
-                        f"{rng} has {have} usable addresses besides publicGateway; the gateway VM, the tooling VM slot and {site.workers} workers need {needed}",
+                        f"{rng} has {have} usable addresses besides publicGateway; {what}{site.workers} workers"
+                        + (" and the two gateway VMs" if pair else "")
+                        + f" need {needed}",
                         f"use a larger range (a /{_prefix_for(needed + 1)} fits) or fewer workers",
                     )
                 )

@@ -148,6 +148,7 @@ def plan_report(run: OfflineRun, stack: str, source: Path, seconds: float) -> di
         "resourceCount": len(custom),
         "countsByType": dict(sorted(Counter(r.type for r in custom).items())),
         "cost": cost.cost_report(cost.estimate(cfg)),
+        "gatewayPairsCost": {site: round(amount, 2) for site, amount in cost.gateway_pairs_cost(cfg).items()},
     }
 
 
@@ -231,11 +232,18 @@ def format_plan(report: dict[str, Any]) -> str:
     lines += [
         f"Address plan: supernet {report['supernet']}, one /{report['sitePrefixLength']} block per site",
     ]
-    rows = [("site", "provider", "no", "block", "worker subnet", "gateway", "gateway public", "workers")]
+    rows = [("site", "provider", "no", "block", "worker subnet", "gateway", "gateway public", "gateway VMs", "workers")]
     for s in report["sites"]:
         gw = s["gateway"]
-        rows.append((s["name"], s["provider"], str(s["number"]), s["block"], s["subnet"], gw["kind"], gateway_addresses(s), str(s["workers"])))
+        vms = ", ".join(gw.get("vms", [])) or "-"
+        rows.append((s["name"], s["provider"], str(s["number"]), s["block"], s["subnet"], gw["kind"], gateway_addresses(s), vms, str(s["workers"])))
     lines += _table(rows)
+    currency = report["cost"]["currency"]
+    lines += [
+        f"Gateway pair of {site}: both VMs share {next(s['gateway']['publicIps'][0] for s in report['sites'] if s['name'] == site)}"
+        f" (the address every peer uses); the pair adds {amount:,.2f} {currency}/month"
+        for site, amount in report["gatewayPairsCost"].items()
+    ]
     lines += ["", "Images (mode stock: Ubuntu 24.04 + full user-data; packer: images/ + the machine's own user-data)"]
     rows = [("site", "role", "mode", "image", "user-data", "provisioning")]
     rows += [(i["site"], i["role"], image_mode(i), i["image"], i["userData"], i["provisioning"]) for i in report["images"]]

@@ -196,7 +196,7 @@ def _proxmox_ssh_problems(cfg: StackConfig) -> list[Problem]:
 
 
 def proxmox_gateway_address(site: ProxmoxSite) -> IPv4Address | None:
-    """The Proxmox gateway VM's public address: what every peer's tunnel points at."""
+    """The Proxmox site's gateway address (its gateway VM's, or a pair's VRRP address): what every peer's tunnel points at."""
     from resinfra.addressing import proxmox_public_hosts  # local: addressing imports this module's types
 
     hosts = proxmox_public_hosts(site)
@@ -233,7 +233,8 @@ def deployment_problems(cfg: StackConfig) -> list[Problem]:
         reserved = refused_range(address) if address is not None else None
         if reserved is None:
             continue
-        where = f"the gateway VM's address {address} (the first of publicRange besides publicGateway) is in {reserved.network} ({reserved.name})"
+        holder = "the gateway pair's VRRP address" if site.gateways == 2 else "the gateway VM's address"
+        where = f"{holder} {address} (the first of publicRange besides publicGateway) is in {reserved.network} ({reserved.name})"
         why = (
             "GCP refuses it as the peer address of this site's VPN tunnel (terraform-provider-google validatePeerAddr), and no peer can reach it over the internet"
             if has_gcp

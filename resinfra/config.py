@@ -33,8 +33,11 @@ NAMESPACE = "resinfra"
 SECRET_KEYS = frozenset({"sshPrivateKey"})
 """Secret ``resinfra:*`` keys: never part of the validated model (so never in a message or
 repr); the program reads them as Pulumi secrets. Each must be present."""
-OPTIONAL_SECRET_KEYS = frozenset({"notificationWebhookUrl", "healerEnvironment", "healerGoogleCredentials"})
+OPTIONAL_SECRET_KEYS = frozenset({"notificationWebhookUrl", "healerEnvironment", "healerGoogleCredentials", "hetznerFailoverToken"})
 """Secret ``resinfra:*`` keys that may be absent; handled like :data:`SECRET_KEYS` otherwise."""
+FAILOVER_TOKEN_KEY = "hetznerFailoverToken"
+"""The Hetzner Cloud API token a Hetzner site's gateway pair moves its Floating IP and network routes with:
+required once a Hetzner site has ``gateways: 2`` (:func:`conditional_secret_keys`)."""
 URL_SECRET_KEYS = frozenset({"notificationWebhookUrl"})
 PROVIDER_SECRET_KEYS = frozenset(
     {
@@ -265,6 +268,11 @@ class AzureSite(SiteBase):
     """ASN of the VNet gateway."""
 
 
+GatewayCount = Literal[1, 2]
+"""How many strongSwan gateway VMs a Hetzner or Proxmox site runs (``gateways``)."""
+GATEWAY_COUNTS = (1, 2)
+
+
 HETZNER_NETWORK_ZONES = {"fsn1": "eu-central", "nbg1": "eu-central", "hel1": "eu-central", "ash": "us-east", "hil": "us-west", "sin": "ap-southeast"}
 
 
@@ -275,7 +283,9 @@ class HetznerSite(SiteBase):
     network_zone: Literal["eu-central", "us-east", "us-west", "ap-southeast"]
     server_type: str = "cx23"
     gateway_server_type: str | None = None
-    """Server type of the gateway VM; ``serverType`` when unset."""
+    """Server type of the gateway VM(s); ``serverType`` when unset."""
+    gateways: GatewayCount = 1
+    """strongSwan gateway VMs: 1, or 2 sharing the site's tunnels (keepalived moves a Floating IP and the network routes)."""
 
 
 class ProxmoxSite(SiteBase):
@@ -304,6 +314,8 @@ class ProxmoxSite(SiteBase):
     """SSH port of ``nodeAddress``."""
     cores: int = Field(default=2, ge=1, le=128)
     memory_mb: int = Field(default=2048, ge=512, le=1_048_576)
+    gateways: GatewayCount = 1
+    """strongSwan gateway VMs: 1, or 2 sharing the site's tunnels (VRRP addresses on both bridges)."""
 
 
 SiteConfig = Annotated[
@@ -489,6 +501,17 @@ def _retired_site_key(loc: list[str | int], value: Any, raw: Mapping[str, Any]) 
     )
 
 
+def _gateways_problem(key: str, kind: str, value: Any) -> Problem:
+    """``gateways`` on a site whose cloud runs the VPN gateway, or a count other than 1 or 2."""
+    if kind == "extra_forbidden":
+        return Problem(
+            key,
+            "this site has no gateway VM: its cloud runs the VPN gateway (Azure's redundancy is activeActive, GCP's HA VPN has two interfaces)",
+            "remove it; gateways applies to hetzner and proxmox sites",
+        )
+    return Problem(key, f"{value!r} is not allowed: a site runs one strongSwan gateway VM or a pair", "use 1, or 2 for a pair that fails over in seconds")
+
+
 def _problem_from_pydantic(err: Any, raw: Mapping[str, Any]) -> Problem:
     loc: list[str | int] = list(err["loc"])
     # Discriminated unions add the tag to the location (sites.0.gcp.zone): drop it.
@@ -506,6 +529,8 @@ def _problem_from_pydantic(err: Any, raw: Mapping[str, Any]) -> Problem:
     value = err.get("input")
     if kind == "extra_forbidden" and len(loc) == 3 and loc[0] == "sites" and loc[2] in RETIRED_SITE_KEYS:
         return _retired_site_key(loc, value, raw)
+    if len(loc) == 3 and loc[0] == "sites" and loc[2] == "gateways":
+        return _gateways_problem(key, kind, value)
     if kind == "extra_forbidden":
         known = _known_fields(loc, raw)
         if len(loc) == 1:
@@ -1048,6 +1073,16 @@ def _healer_secret_problems(values: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
+def conditional_secret_keys(values: Mapping[str, Any]) -> set[str]:
+    """Optional secret keys that this config requires: :data:`FAILOVER_TOKEN_KEY` when a Hetzner site has ``gateways: 2``.
+
+    Read from the raw values (before validation), so an offline run can give it a placeholder as it does the required secrets.
+    """
+    sites = parse_config_values(values).get("sites")
+    pairs = [s for s in sites if isinstance(s, dict) and s.get("provider") == Provider.HETZNER and s.get("gateways") == 2] if isinstance(sites, list) else []
+    return {FAILOVER_TOKEN_KEY} if pairs else set()
+
+
 def load(values: Mapping[str, Any], *, deployment: bool = False) -> StackConfig:
     """Validate ``resinfra:*`` config and return it, or raise :class:`ConfigError`.
 
@@ -1080,6 +1115,17 @@ def load(values: Mapping[str, Any], *, deployment: bool = False) -> StackConfig:
         if values.get(f"{NAMESPACE}:{key}") and not _is_http_url(str(values[f"{NAMESPACE}:{key}"]))
     ]
     secret_problems += _healer_secret_problems(values)
+    secret_problems += [
+        Problem(
+            key_path([key]),
+            "missing: a Hetzner site with gateways: 2 moves its Floating IP and network routes through the Hetzner Cloud API "
+            "with this token (the value is a secret)",
+            "create an API token with Read & Write permission in the Hetzner project of that site (Hetzner Console: Security > API Tokens) "
+            f"and run: pulumi config set --secret {key_path([key])} <token>",
+        )
+        for key in sorted(conditional_secret_keys(values))
+        if not values.get(f"{NAMESPACE}:{key}")
+    ]
     try:
         cfg = _STACK_ADAPTER.validate_python(raw, by_alias=True, by_name=False)
     except ValidationError as exc:

@@ -271,6 +271,18 @@ def estimate(cfg: StackConfig, table: PriceTable | None = None) -> StackCost:
     )
 
 
+def gateway_pairs_cost(cfg: StackConfig, table: PriceTable | None = None) -> dict[str, float]:
+    """Per site with ``gateways: 2``: what its pair adds a month over one gateway (the second VM, its address, the
+    egress it does not add, a Hetzner pair's Floating IP), the same estimate with ``gateways: 1`` subtracted."""
+    table = table or price_table()
+    out = {}
+    for site in cfg.sites:
+        if getattr(site, "gateways", 1) == 2:
+            single = site.model_copy(update={"gateways": 1})
+            out[site.name] = site_cost(cfg, site, table).monthly - site_cost(cfg, single, table).monthly
+    return out
+
+
 def site_cost(cfg: StackConfig, site: Site, table: PriceTable) -> SiteCost:
     """Every line of one site."""
     provider = Provider(site.provider)
@@ -314,6 +326,8 @@ def site_cost(cfg: StackConfig, site: Site, table: PriceTable) -> SiteCost:
         Provider.PROXMOX: "own-range",
     }[provider]
     add(Category.PUBLIC_ADDRESSES, "public IPv4 addresses", "public-ipv4", address_item, public_addresses(cfg, site))
+    if isinstance(site, HetznerSite) and site.gateways == 2:
+        add(Category.PUBLIC_ADDRESSES, "Floating IPv4 of the gateway pair", "public-ipv4", "floating", 1)
 
     egress = cfg.cost.egress_gb_per_month
     free = 0.0

@@ -18,6 +18,8 @@ class Protocol(enum.StrEnum):
     TCP = "tcp"
     UDP = "udp"
     ESP = "esp"
+    VRRP = "vrrp"
+    """IP protocol 112 (``/etc/protocols``): a gateway pair's keepalived adverts."""
     ANY = "any"
 
 
@@ -31,22 +33,29 @@ class IngressRule:
     port: int | None
     sources: tuple[str, ...]
     description: str
+    accept: bool = True
+    """False: a rule that drops (ordered before the accepting rules it narrows)."""
 
 
-def ingress_rules(cfg: StackConfig, role: Role) -> list[IngressRule]:
-    """Inbound rules for a machine of ``role``; everything else is dropped.
+def ingress_rules(cfg: StackConfig, role: Role, vrrp_peer: str | None = None) -> list[IngressRule]:
+    """Inbound rules for a machine of ``role``, in order (the first that matches decides); everything else is dropped.
 
     SSH only from the admin networks, everything from the supernet (the mesh), and on
     gateways IKE, NAT-T and ESP from anywhere: peers include managed gateways whose
-    addresses the clouds pick.
+    addresses the clouds pick. A gateway of a pair (``vrrp_peer``: the other one's private
+    address) takes VRRP from that address only, ahead of the supernet rule.
 
     Example: ``ingress_rules(cfg, Role.WORKER)`` gives the ``ssh-admin`` and
     ``supernet`` rules.
     """
-    rules = [
-        IngressRule("ssh-admin", Protocol.TCP, SSH_PORT, tuple(cfg.admin_cidrs), "SSH from the admin networks"),
-        IngressRule("supernet", Protocol.ANY, None, (cfg.supernet,), "everything from the private network"),
-    ]
+    rules = [IngressRule("ssh-admin", Protocol.TCP, SSH_PORT, tuple(cfg.admin_cidrs), "SSH from the admin networks")]
+    if role is Role.GATEWAY and vrrp_peer is not None:
+        rules += [
+            IngressRule("vrrp-pair", Protocol.VRRP, None, (f"{vrrp_peer}/32",), "VRRP adverts from the other gateway of the pair"),
+            # Only the partner may take part in the election: any other machine's advert could take the site's tunnels.
+            IngressRule("vrrp-others", Protocol.VRRP, None, (cfg.supernet,), "VRRP from any other machine", accept=False),
+        ]
+    rules.append(IngressRule("supernet", Protocol.ANY, None, (cfg.supernet,), "everything from the private network"))
     if role is Role.GATEWAY:
         rules += [
             IngressRule("ike", Protocol.UDP, IKE_PORT, (ANYWHERE,), "IKE from VPN peers"),

@@ -45,6 +45,8 @@ class DeclaredResource:
     """URNs whose replacement replaces this resource too."""
     replace_on_changes: list[str] = field(default_factory=list)
     """Input property paths whose change replaces this resource instead of updating it."""
+    ignore_changes: list[str] = field(default_factory=list)
+    """Input property paths whose changes the engine ignores (another party owns them)."""
 
 
 @dataclass
@@ -119,6 +121,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             delete_before_replace=bool(request.deleteBeforeReplace),
             replace_with=list(request.replace_with),
             replace_on_changes=list(request.replaceOnChanges),
+            ignore_changes=list(request.ignoreChanges),
         )
         return response
 
@@ -221,14 +224,14 @@ def placeholder_for(key: str) -> str:
 
 
 def with_secret_placeholders(values: Mapping[str, Any], secret_keys: list[str] | None) -> tuple[dict[str, Any], list[str], list[str]]:
-    """Add placeholders for required secrets that are not set.
+    """Add placeholders for required secrets that are not set (and those this config requires: :func:`config.conditional_secret_keys`).
 
     Returns (values, secret keys, keys that got a placeholder).
     """
     out = dict(values)
     keys = list(secret_keys or [])
     added = []
-    for key in sorted(config.SECRET_KEYS):
+    for key in sorted(config.SECRET_KEYS | config.conditional_secret_keys(values)):
         full = f"{config.NAMESPACE}:{key}"
         if not out.get(full):
             out[full] = OFFLINE_SECRET_PLACEHOLDER
@@ -245,7 +248,7 @@ def run_offline(values: Mapping[str, Any], stack_name: str = "dev", secret_keys:
     + stack_name: the stack the program believes it runs in
     + secret_keys: config keys to mark secret, as ``pulumi config set --secret`` would
 
-    Required secrets that are not set (``resinfra:sshPrivateKey``) get placeholders: the
+    Required secrets that are not set (``resinfra:sshPrivateKey``, a Hetzner pair's failover token) get placeholders: the
     offline run never talks to a machine. Raises :class:`resinfra.config.ConfigError`
     before anything is declared when the config is invalid.
     """

@@ -98,7 +98,7 @@ def _hcloud(alloc: Allocator, typ: str, name: str, out: dict[str, Any]) -> tuple
     if typ == "hcloud:index/server:Server":
         out["ipv4Address"] = alloc.public_ip(name)
         out["status"] = "running"
-    if typ == "hcloud:index/primaryIp:PrimaryIp":
+    if typ in ("hcloud:index/primaryIp:PrimaryIp", "hcloud:index/floatingIp:FloatingIp"):
         out["ipAddress"] = alloc.public_ip(name)
     return ident, out
 

@@ -5,6 +5,7 @@ This is the one place where user-facing config becomes component Args.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import pulumi
 from resinfra import addressing, config, images
 from resinfra.addressing import Role, SiteAddresses
 from resinfra.config import Provider, Site, StackConfig
+from resinfra.failover.component import GatewayPair, GatewayPairArgs
 from resinfra.images import RoleImage
 from resinfra.mesh.component import IpsecMesh, IpsecMeshArgs
 from resinfra.mesh.plan import LinkPlan, azure_bgp_addresses, plan_links
@@ -22,6 +24,7 @@ from resinfra.naming import stem
 from resinfra.remote import PushVia, SshAccess
 from resinfra.render import monitoring
 from resinfra.render.cloud_init import CloudInitSpec, Route, render_cloud_init
+from resinfra.render.failover import render_env, render_failover_script, render_keepalived
 from resinfra.render.tooling_files import BootExtras, prober_boot
 from resinfra.sites.base import Node, SiteComponent
 from resinfra.tooling import HealerArgs, ToolingVm, ToolingVmArgs
@@ -53,6 +56,8 @@ class StackResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     files: list[RenderedFile] = field(default_factory=list)
     mesh: IpsecMesh | None = None
+    pairs: list[GatewayPair] = field(default_factory=list)
+    """The gateway pairs' failover (sites with ``gateways: 2``)."""
     tooling: ToolingVm | None = None
     """What runs on the tooling VM (None until the sites are built)."""
     images: dict[str, dict[Role, RoleImage]] = field(default_factory=dict)
@@ -85,8 +90,8 @@ def boot_spec(cfg: StackConfig, site: Site, plan: SiteAddresses, machine: addres
     if Provider(site.provider) is Provider.PROXMOX and machine.role is not Role.GATEWAY:
         # The Proxmox private bridge has no router of its own: workers send the other
         # sites' traffic to the gateway VM themselves.
-        assert plan.gateway_vm is not None
-        routes = (Route(cfg.supernet, str(plan.gateway_vm.private_ip)),)
+        assert plan.gateway_address is not None
+        routes = (Route(cfg.supernet, str(plan.gateway_address)),)
     extras = BootExtras()
     if machine.role is Role.WORKER and machine.index == monitoring.PROBER_WORKER_INDEX and site.name != cfg.tooling_site:
         extras = prober_boot(str(machine.private_ip), monitoring.AlertTimings())
@@ -161,6 +166,9 @@ def build(cfg: StackConfig) -> StackResult:
         result.files += [RenderedFile(name, "cloud-init", "user-data.yaml", text) for name, text in user_data.items()]
         result.sites.append(_site_component(cfg, site, site_plan, user_data, site_images, stack_name, links))
     result.mesh = _mesh(cfg, links, result) if links else None
+    result.pairs = [
+        _gateway_pair(cfg, site_config, component, result) for site_config, component in zip(cfg.sites, result.sites, strict=True) if component.gateway.paired
+    ]
     result.tooling = _tooling_component(cfg, result)
     result.files += [RenderedFile(result.tooling_node.name, f.purpose, f.path.lstrip("/"), f.content) for f in result.tooling.files]
     result.outputs = stack_outputs(result)
@@ -179,6 +187,24 @@ def _mesh(cfg: StackConfig, links: list[LinkPlan], result: StackResult) -> Ipsec
     return mesh
 
 
+def _gateway_pair(cfg: StackConfig, site: Site, component: SiteComponent, result: StackResult) -> GatewayPair:
+    """A site's two gateway VMs failing over to each other, and the files they get for ``resinfra render``."""
+    public_prefix = ipaddress.IPv4Network(site.public_range).prefixlen if isinstance(site, config.ProxmoxSite) else None
+    token = pulumi.Config(config.NAMESPACE).require_secret(config.FAILOVER_TOKEN_KEY) if isinstance(site, config.HetznerSite) else None
+    pair = GatewayPair(
+        f"{stem(cfg.prefix, site.name)}-gw-pair",
+        GatewayPairArgs(site=component, supernet=cfg.supernet, ssh=result.ssh, public_prefix=public_prefix, token=token),
+    )
+    for index, node in enumerate(component.gateway_nodes):
+        failover = pair.failovers.apply(lambda fs, i=index: fs[i])
+        result.files += [
+            RenderedFile(node.name, "keepalived", "keepalived.conf", failover.apply(render_keepalived)),
+            RenderedFile(node.name, "failover", "gateway.env", failover.apply(render_env)),
+            RenderedFile(node.name, "failover-script", "resinfra-failover", render_failover_script()),
+        ]
+    return pair
+
+
 def monitoring_plan(cfg: StackConfig, sites: list[SiteComponent]) -> monitoring.MonitoringPlan:
     """What the tooling VM monitors: every machine the site components created (the inventory),
     sites in number order, the order the mesh names its links in."""
@@ -188,7 +214,6 @@ def monitoring_plan(cfg: StackConfig, sites: list[SiteComponent]) -> monitoring.
     (tooling,) = [n for n in nodes if n.role is Role.TOOLING]
     return monitoring.monitoring_plan(
         nodes,
-        {c.site_name: c.gateway.inner_ip for c in sites},
         monitoring.ToolingLayout(grafana=monitoring.Endpoint(tooling.private_ip, monitoring.GRAFANA_PORT)),
         thresholds=monitoring.Thresholds(latency_seconds=cfg.tooling.latency_threshold_ms / 1000),
         healer=cfg.healer.backend_url is not None,
@@ -241,6 +266,8 @@ def stack_outputs(result: StackResult) -> dict[str, Any]:
                 "kind": component.gateway.kind.value,
                 "publicIps": list(component.gateway.public_ips),
                 "innerIp": component.gateway.inner_ip,
+                # The VMs running it: one, or the pair that shares publicIps (and innerIp on Proxmox).
+                "vms": [n.name for n in component.gateway_nodes],
             },
             "workers": [{"name": n.name, "privateIp": n.private_ip, "publicIp": n.public_ip} for n in component.nodes if n.role is Role.WORKER],
         }

@@ -117,3 +117,17 @@ def offline_runs() -> dict[str, Any]:
     from resinfra.offline import run_offline
 
     return {name: run_offline(shape(*providers), stack_name="dev") for name, providers in STACK_SHAPES.items()}
+
+
+FAILOVER_TOKEN_SENTINEL = "hcloud-failover-token-sentinel-0123"
+
+
+def paired_config(*providers: str) -> dict[str, Any]:
+    """The dev config reduced to ``providers`` (all four by default), with ``gateways: 2`` on its Hetzner and Proxmox
+    sites and the Hetzner pair's API token set (a sentinel to look for)."""
+    values = shape(*(providers or STACK_SHAPES["all-four"]))
+    for site in values["resinfra:sites"]:
+        if site["provider"] in ("hetzner", "proxmox"):
+            site["gateways"] = 2
+    values["resinfra:hetznerFailoverToken"] = FAILOVER_TOKEN_SENTINEL
+    return values

@@ -1,9 +1,11 @@
 # shellcheck shell=bash
-# Role gateway: the strongSwan VM of a Hetzner or Proxmox site. Its swanctl.conf is pushed
-# by the mesh after first boot (swanctl --load-all); charon runs from the start, empty.
+# Role gateway: the strongSwan VM of a Hetzner or Proxmox site (or one of its pair). Its swanctl.conf is pushed
+# by the mesh after first boot (swanctl --load-all; a pair's active VM loads it); charon runs from the start, empty.
 
-install_packages prometheus-node-exporter strongswan-swanctl charon-systemd libstrongswan-standard-plugins
-disable_services prometheus-node-exporter
+install_packages prometheus-node-exporter strongswan-swanctl charon-systemd libstrongswan-standard-plugins keepalived curl jq
+# keepalived runs only on a gateway pair's VMs (gateways: 2), once its configuration is pushed; curl and jq are its
+# notify script's (the Hetzner Cloud API).
+disable_services prometheus-node-exporter keepalived
 
 # The gateway forwards between its site and the tunnels.
 install_file /etc/sysctl.d/60-resinfra-gateway.conf 0644 <<'CONF'

@@ -18,6 +18,9 @@ PACKAGE = Package(
         "hcloud:index/sshKey:SshKey": TypeRules(force_new=frozenset({"publicKey"}), unique_input=_UNIQUE_NAME),
         # internal/primaryip/resource.go: type, datacenter/location and assignee_type are ForceNew.
         "hcloud:index/primaryIp:PrimaryIp": TypeRules(force_new=frozenset({"type", "datacenter", "location", "assigneeType"}), unique_input=_UNIQUE_NAME),
+        # internal/floatingip/resource.go: type and home_location are ForceNew; server_id is Optional+Computed (the
+        # program never sets it: the gateway pair's failover assigns the address through the API).
+        "hcloud:index/floatingIp:FloatingIp": TypeRules(force_new=frozenset({"type", "homeLocation"}), unique_input=_UNIQUE_NAME),
         "hcloud:index/network:Network": TypeRules(unique_input=_UNIQUE_NAME),
         "hcloud:index/firewall:Firewall": TypeRules(unique_input=_UNIQUE_NAME),
         # The API has no update for subnets and routes (add/delete actions only), so the

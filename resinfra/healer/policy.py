@@ -236,9 +236,20 @@ def refuse_partitioned(c: Candidate, s: Situation) -> Decision | None:
 
 
 def refuse_gateway(c: Candidate, s: Situation) -> Decision | None:
-    if c.machine is not None and c.machine.role is Role.GATEWAY and not s.settings.repair_gateways:
-        return _decision(c, Kind.REFUSE, Reason.GATEWAY_REPAIR_DISABLED, "gateways are replaced only with resinfra:healer.repairGateways true")
-    return None
+    if c.machine is None or c.machine.role is not Role.GATEWAY or s.settings.repair_gateways:
+        return None
+    if c.reason is Reason.NODE_DOWN and _partner_carries_the_site(c, s):
+        # One gateway of a pair is redundancy, not the site's link: its partner has taken the tunnels over (issue 15),
+        # so it is replaced as a worker would be, whatever repairGateways says (that key is about partitions).
+        return None
+    return _decision(c, Kind.REFUSE, Reason.GATEWAY_REPAIR_DISABLED, "gateways are replaced only with resinfra:healer.repairGateways true")
+
+
+def _partner_carries_the_site(c: Candidate, s: Situation) -> bool:
+    """Another gateway VM of ``c``'s site (a pair, ``gateways: 2``) is in the inventory and not down itself."""
+    partners = [m.name for m in s.inventory.values() if m.site == c.site and m.role is Role.GATEWAY and m.name != c.name]
+    down = {u.name for u in s.unhealthy}
+    return any(p not in down for p in partners)
 
 
 def refuse_interrupted(c: Candidate, s: Situation) -> Decision | None:

@@ -31,6 +31,9 @@ healer listen on the tooling VM) are the production ones. What differs:
    a dead Azure instance's BGP session then expires after a minute instead of three, the most a lab
    test should wait. The lab's Azure (bird) follows the hold time it agrees, so the lab cannot show
    what a real Azure's fixed 60 s keepalive does against a 60 s hold.
+10. **Gateway pairs**: ``resinfra lab up`` runs one gateway VM per strongSwan site (a site's ``gateways: 2`` becomes
+   1, :func:`with_single_gateways`); gateway pairs, keepalived and the Hetzner API's address moves run in their own
+   lab (:mod:`resinfra.lab.pair`: ``tests/lab/test_gateway_pair.py``, ``bench/failover.py``).
 """
 
 from __future__ import annotations
@@ -115,6 +118,17 @@ def with_workers(values: Mapping[str, Any], workers: int | None) -> dict[str, An
             if isinstance(site, dict):
                 site["workers"] = workers
     return out
+
+
+def with_single_gateways(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The stack config with every ``gateways: 2`` set to 1 (change 10), and a line per change for the user."""
+    out = copy.deepcopy(dict(values))
+    notes = []
+    for site in out.get("resinfra:sites") or []:
+        if isinstance(site, dict) and site.get("gateways") == 2:
+            site["gateways"] = 1
+            notes.append(f"{site.get('name')}: gateways 2 -> 1 (this lab runs one gateway per site; pairs run in resinfra.lab.pair)")
+    return out, notes
 
 
 LAB_PUBLIC_RANGE = ipaddress.IPv4Network("100.127.0.0/16")

@@ -258,7 +258,9 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
     with progress.step("running the program offline (the path of resinfra plan and render)"):
         stack, path = cli.stack_file(stack_name, config_file)
         values, secret_keys = cli.read_stack_config(path)
-        values, replaced = changes.with_lab_addresses(changes.with_workers(values, workers))
+        values, single = changes.with_single_gateways(changes.with_workers(values, workers))
+        values, replaced = changes.with_lab_addresses(values)
+        replaced = single + replaced
         for note in replaced:
             out(f"    {note}")
         run_ = run_offline(values, stack_name=stack, secret_keys=secret_keys)

@@ -11,10 +11,10 @@ import pulumi
 import pulumi_command
 import pulumi_random
 
-from resinfra.addressing import Role
 from resinfra.config import AzureSite as AzureSiteConfig
 from resinfra.config import GcpSite as GcpSiteConfig
 from resinfra.config import Provider, Site
+from resinfra.failover.plan import FailoverLayout
 from resinfra.mesh.describe import GatewayValues, TunnelValues, describe_managed_end, to_json
 from resinfra.mesh.plan import LinkPlan, Routing, azure_bgp_addresses
 from resinfra.mesh.strongswan import ResolvedTunnel, swan_connections, xfrm_interfaces
@@ -149,21 +149,24 @@ class IpsecMesh(pulumi.ComponentResource):
         self.swanctl = {}
         for site_name, tunnels in strongswan_tunnels.items():
             site = sites[site_name]
-            gateway_node = next(n for n in site.nodes if n.role is Role.GATEWAY)
             resolved = pulumi.Output.all(*tunnels)
             text = pulumi.Output.secret(resolved.apply(lambda r, s=site_name: render_swanctl(swan_connections(s, r))))
-            self.swanctl[gateway_node.name] = text
             interfaces = resolved.apply(lambda r, s=site_name: xfrm_interfaces(s, r))
-            push_files(
-                f"{gateway_node.name}-swanctl",
-                gateway_node,
-                pulumi.Output.all(text, interfaces).apply(lambda v: gateway_files(v[0], v[1])),
-                reload_commands(any(len(link.tunnels) > 1 for link in args.links if site_name in (link.a.site, link.b.site))),
-                args.ssh,
-                pulumi.ResourceOptions(parent=self, provider=command_provider),
-                # strongSwan comes with the gateway's cloud-init packages: wait for them.
-                before=[WAIT_FOR_CLOUD_INIT],
-            )
+            route_based = any(len(link.tunnels) > 1 for link in args.links if site_name in (link.a.site, link.b.site))
+            paired = site.gateway.paired
+            # Both VMs of a pair get the same tunnels; only the active one loads them (render/failover.py).
+            for gateway_node in site.gateway_nodes:
+                self.swanctl[gateway_node.name] = text
+                push_files(
+                    f"{gateway_node.name}-swanctl",
+                    gateway_node,
+                    pulumi.Output.all(text, interfaces).apply(lambda v, p=paired: gateway_files(v[0], v[1], paired=p)),
+                    reload_commands(route_based, paired=paired),
+                    args.ssh,
+                    pulumi.ResourceOptions(parent=self, provider=command_provider),
+                    # strongSwan comes with the gateway's cloud-init packages: wait for them.
+                    before=[WAIT_FOR_CLOUD_INIT],
+                )
 
         self.register_outputs({"links": self.link_outputs})
 
@@ -248,17 +251,24 @@ def site_gateway_values(site: SiteComponent, links: Sequence[LinkPlan]) -> Gatew
     return GatewayValues((), [str(site.addresses.subnet)], advertise_mode=ROUTER_ADVERTISE_MODE, keepalive_seconds=ROUTER_KEEPALIVE_SECONDS)
 
 
-def gateway_files(swanctl: str, interfaces: Sequence[XfrmInterface]) -> list[FileToPush]:
-    """What a strongSwan gateway gets: its swanctl.conf, and the XFRM interfaces of its route-based tunnels."""
-    files = [FileToPush(SWANCTL_PATH, swanctl, "0600")]
+def gateway_files(swanctl: str, interfaces: Sequence[XfrmInterface], paired: bool = False) -> list[FileToPush]:
+    """What a strongSwan gateway gets: its swanctl.conf, and the XFRM interfaces of its route-based tunnels. A pair's
+    VMs get the tunnels outside ``/etc/swanctl/conf.d``: the active one loads them (``FailoverLayout.swanctl_file``)."""
+    files = [FileToPush(FailoverLayout().swanctl_file if paired else SWANCTL_PATH, swanctl, "0600")]
     if interfaces:
         files += [FileToPush(XFRM_SCRIPT_PATH, render_xfrm_script(interfaces), "0755"), FileToPush(XFRM_UNIT_PATH, render_xfrm_unit())]
     return files
 
 
-def reload_commands(route_based: bool) -> tuple[str, ...]:
-    """After the files: the XFRM interfaces (when there are route-based tunnels) exist before charon loads the tunnels."""
+def reload_commands(route_based: bool, paired: bool = False) -> tuple[str, ...]:
+    """After the files: the XFRM interfaces (when there are route-based tunnels) exist before charon loads the tunnels.
+    A pair's VM reloads them only while it is the active one (its failover script knows; it may not be installed yet,
+    and then the first election loads them)."""
+    commands = RELOAD_COMMANDS
+    if paired:
+        layout = FailoverLayout()
+        commands = (*RELOAD_COMMANDS[:-1], f"test ! -x {layout.script} || {layout.script} {layout.env_file} reload")
     if not route_based:
-        return RELOAD_COMMANDS
+        return commands
     xfrm = ("systemctl daemon-reload", f"systemctl enable {XFRM_UNIT}", f"systemctl restart {XFRM_UNIT}")
-    return (RELOAD_COMMANDS[0], *xfrm, *RELOAD_COMMANDS[1:])
+    return (commands[0], *xfrm, *commands[1:])

@@ -9,7 +9,7 @@ callers change only these values and render the same files.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from resinfra.addressing import Role
@@ -281,25 +281,24 @@ def prober_of(site: str, nodes: Iterable[InventoryNode], tooling_node: Inventory
     return next((n for n in nodes if n.site == site and n.role is Role.WORKER), None)
 
 
-def probe_targets_of(site: str, nodes: Iterable[InventoryNode], gateway_inner_ip: str | None) -> list[ProbeTarget]:
+def probe_targets_of(site: str, nodes: Iterable[InventoryNode]) -> list[ProbeTarget]:
     """What answers when ``site`` is reachable through its tunnels.
 
-    A strongSwan gateway VM has an inner address: probe it, it is the tunnel's end. A
-    managed gateway (Azure VNet gateway, GCP HA VPN) has no address that answers ICMP
-    from across a tunnel (GCP's BGP addresses are link-local and Cloud VPN does not
-    reply to pings; Azure answers on its BGP address only to BGP peers), so the site's
-    workers stand in for it: the site counts as reachable while any of them answers.
+    A strongSwan gateway VM is the tunnel's end: probe it, and both VMs of a pair (the
+    backup answers through the active one), so the site counts as reachable while either
+    does and each VM's own reachability shows. A managed gateway (Azure VNet gateway, GCP
+    HA VPN) has no address that answers ICMP from across a tunnel (GCP's BGP addresses
+    are link-local and Cloud VPN does not reply to pings; Azure answers on its BGP address
+    only to BGP peers), so the site's workers stand in for it: the site counts as reachable
+    while any of them answers.
     """
     members = [n for n in nodes if n.site == site]
-    if gateway_inner_ip is not None:
-        gateway = next(n for n in members if n.role is Role.GATEWAY and n.private_ip == gateway_inner_ip)
-        return [ProbeTarget(site, gateway.name, Role.GATEWAY, gateway_inner_ip)]
-    return [ProbeTarget(site, n.name, n.role, n.private_ip) for n in members if n.role is Role.WORKER]
+    gateways = [n for n in members if n.role is Role.GATEWAY]
+    return [ProbeTarget(site, n.name, n.role, n.private_ip) for n in (gateways or [n for n in members if n.role is Role.WORKER])]
 
 
 def monitoring_plan(
     inventory: Iterable[InventoryNode],
-    gateway_inner_ips: Mapping[str, str | None],
     layout: ToolingLayout,
     timings: AlertTimings | None = None,
     thresholds: Thresholds | None = None,
@@ -309,10 +308,9 @@ def monitoring_plan(
 
     + inventory: every machine (the stack's ``inventory`` output), sites in number order
       (their order names the links: :meth:`MonitoringPlan.tunnel_name`)
-    + gateway_inner_ips: per site, the strongSwan gateway VM's inner address or None
     + layout: where the tooling VM's services listen and keep files
 
-    Example: ``monitoring_plan(nodes, {"hetzner": "10.10.48.4", "gcp": None}, ToolingLayout(Endpoint("10.10.48.5", 3000)))``.
+    Example: ``monitoring_plan(nodes, ToolingLayout(Endpoint("10.10.48.5", 3000)))``.
     """
     nodes = list(inventory)
     (tooling,) = [n for n in nodes if n.role is Role.TOOLING]
@@ -329,7 +327,7 @@ def monitoring_plan(
         tooling_node=tooling.name,
         nodes=tuple(ScrapeTarget(n.name, n.site, n.provider, n.role, f"{n.private_ip}:{NODE_EXPORTER_PORT}") for n in nodes),
         probers=tuple(probers),
-        probe_targets=tuple(t for site in sites for t in probe_targets_of(site, nodes, gateway_inner_ips.get(site))),
+        probe_targets=tuple(t for site in sites for t in probe_targets_of(site, nodes)),
         layout=layout,
         timings=timings or AlertTimings(),
         thresholds=thresholds or Thresholds(),

@@ -169,7 +169,8 @@ def alert_rules(plan: MonitoringPlan) -> dict[str, Any]:
                             "summary": "round trip {{ $labels.source_site }} -> {{ $labels.site }} is {{ $value | humanizeDuration }}",
                             "description": f"Above {th.latency_seconds} s for {seconds(t.latency_for)}.",
                         },
-                    }
+                    },
+                    gateway_failover_rule(plan),
                 ],
             },
             {
@@ -226,6 +227,32 @@ def healer_down_rule(plan: MonitoringPlan) -> dict[str, Any]:
     }
 
 
+GATEWAY_FAILOVER_WINDOW = "5m"
+"""GatewayFailover fires while two gateways of one site were each active within this window."""
+
+
+def gateway_failover_rule(plan: MonitoringPlan) -> dict[str, Any]:
+    """GatewayFailover: the active gateway of a pair changed (to the notifications only: the mesh scope; the pair has
+    already healed the site's tunnels, and the healer replaces a dead gateway from its own NodeDown).
+
+    Each gateway's notify script exports ``resinfra_gateway_active`` (node_exporter's textfile collector). Two gateways
+    of one site active within the window means the tunnels moved, or both claim them (a split brain): either is worth a
+    human's look. A pair's first election makes only one gateway active, so it stays silent.
+    """
+    return {
+        "alert": "GatewayFailover",
+        "expr": f'count by (site) (max_over_time(resinfra_gateway_active{{job="{Job.NODE.value}"}}[{GATEWAY_FAILOVER_WINDOW}]) == 1) > 1\n',
+        "labels": {"severity": "warning", "scope": Scope.MESH.value},
+        "annotations": {
+            "summary": "the active gateway of {{ $labels.site }} changed",
+            "description": "Two gateway VMs of {{ $labels.site }} carried its tunnels within "
+            + GATEWAY_FAILOVER_WINDOW
+            + ": a failover (the other VM died or lost its adverts) or both claiming them. See the Tunnels dashboard's "
+            '"Active gateway" panel and /run/resinfra-failover/failover.log on the gateways.',
+        },
+    }
+
+
 HEALER_STUCK_TICKS = 4
 """The healer's decision loop not having run for this many of its ticks is HealerStuck (and its /healthz unhealthy)."""
 HEALER_DEGRADED_WINDOW = "15m"
@@ -271,6 +298,7 @@ ALERT_NAMES = (
     "SiteUnreachable",
     "TunnelDown",
     "CrossSiteLatencyHigh",
+    "GatewayFailover",
     "ResinfraVmDiskLow",
     "HealerDown",
     "HealerStuck",

@@ -51,9 +51,26 @@ class GatewayEndpoint:
     public_ips: tuple[pulumi.Output[str], ...]
     """One address, or two for GCP HA VPN and Azure active-active."""
     inner_ip: str | None
-    """Private address of a strongSwan gateway VM; None for managed gateways."""
+    """Private address of a strongSwan gateway VM (a Proxmox pair's VRRP address); None for managed gateways and a
+    Hetzner pair (its network routes point at the active VM)."""
     asn: int | None
     """BGP ASN of a managed gateway."""
+    paired: bool = False
+    """Two strongSwan VMs share this endpoint (``gateways: 2``): the public address moves to the active one."""
+
+
+@dataclass(frozen=True)
+class HetznerPairIds:
+    """The cloud resources a Hetzner gateway pair moves through the API, as the failover needs them."""
+
+    floating_ip: pulumi.Output[str]
+    floating_ip_id: pulumi.Output[int]
+    network_id: pulumi.Output[int]
+    server_ids: tuple[pulumi.Output[int], pulumi.Output[int]]
+    public_ips: tuple[pulumi.Output[str], pulumi.Output[str]]
+    """Each VM's own Primary IP."""
+    routes: tuple[str, ...]
+    """The network routes' destinations: every other site's block."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +101,13 @@ class SiteComponent(pulumi.ComponentResource):
     nodes: list[Node]
     labels: dict[str, str]
     """Labels/tags of the site's resources; resources other components add to the site carry them too."""
+    hetzner_pair: HetznerPairIds | None = None
+    """A Hetzner site's gateway pair's cloud resources (``gateways: 2``)."""
+
+    @property
+    def gateway_nodes(self) -> list[Node]:
+        """The site's strongSwan gateway VM(s): none, one, or a pair."""
+        return [n for n in self.nodes if n.role is Role.GATEWAY]
 
     def _register_site_outputs(self) -> None:
         """Register the interface as this component's outputs (keys mirror the attributes)."""

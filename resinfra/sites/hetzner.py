@@ -1,4 +1,5 @@
-"""Hetzner Cloud site: private network and subnet, routes to the other sites, firewalls, workers, strongSwan gateway VM."""
+"""Hetzner Cloud site: private network and subnet, routes to the other sites, firewalls, workers, strongSwan gateway VM
+(or a pair sharing a Floating IP)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from resinfra.config import Provider, is_rfc1918
 from resinfra.exposure import IngressRule, Protocol, ingress_rules
 from resinfra.images import ImageSource, RoleImage
 from resinfra.naming import child_name
-from resinfra.sites.base import GatewayEndpoint, GatewayKind, SiteArgs, SiteComponent
+from resinfra.sites.base import GatewayEndpoint, GatewayKind, HetznerPairIds, SiteArgs, SiteComponent
 
 TYPE_TOKEN = "resinfra:sites:HetznerSite"
 
@@ -52,6 +53,8 @@ def firewall_rules(rules: list[IngressRule]) -> list[hcloud.FirewallRuleArgs]:
     for rule in rules:
         if all(is_rfc1918(s) for s in rule.sources):
             continue
+        if not rule.accept:
+            raise ValueError(f"rule {rule.name}: hcloud firewalls only allow; a public drop rule cannot be built")
         if rule.protocol is Protocol.ANY:
             raise ValueError(f"rule {rule.name}: hcloud firewalls need a protocol for public sources")
         out.append(
@@ -67,19 +70,22 @@ def firewall_rules(rules: list[IngressRule]) -> list[hcloud.FirewallRuleArgs]:
 
 
 class HetznerSite(SiteComponent):
-    """A site on Hetzner Cloud: a network spanning the supernet, one subnet, workers and a strongSwan gateway VM."""
+    """A site on Hetzner Cloud: a network spanning the supernet, one subnet, workers and a strongSwan gateway VM, or two
+    that share a Floating IP (``gateways: 2``)."""
 
     network: hcloud.Network
-    gateway_server: hcloud.Server
-    gateway_ip: hcloud.PrimaryIp
-    """The gateway's own public address resource: known before any tunnel is declared."""
+    gateway_servers: list[hcloud.Server]
+    gateway_ips: list[hcloud.PrimaryIp]
+    """Each gateway's own public address resource: known before any tunnel is declared."""
+    floating_ip: hcloud.FloatingIp | None
+    """A pair's shared public address: what every peer is configured with; the active gateway assigns it to itself."""
     provider: hcloud.Provider
 
     def __init__(self, name: str, args: HetznerSiteArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(TYPE_TOKEN, name, None, opts)
         site = args.site
         plan = args.addresses
-        assert plan.gateway_vm is not None, "Hetzner sites run a gateway VM"
+        assert plan.gateway_vms, "Hetzner sites run a gateway VM"
         self.site_name = site.name
         self.provider_kind = Provider.HETZNER
         self.addresses = plan
@@ -105,13 +111,17 @@ class HetznerSite(SiteComponent):
             ip_range=str(plan.subnet),
             opts=child,
         )
+        # A pair's active gateway points the routes at itself through the API (the failover), so the program only
+        # creates them: terraform-provider-hcloud reads a route's gateway back from the API and, the field being ForceNew
+        # (internal/network/resource_route.go), a refresh after a failover would otherwise plan to put it back.
+        route_opts = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["gateway"])) if plan.pair else child
         for remote_site, block in plan.remote_blocks.items():
             hcloud.NetworkRoute(
                 f"{name}-route-{remote_site}",
                 network_id=network_id,
                 destination=str(block),
-                gateway=str(plan.gateway_vm.private_ip),
-                opts=child,
+                gateway=str(plan.gateway_vms[0].private_ip),
+                opts=route_opts,
             )
 
         firewalls = {
@@ -132,6 +142,7 @@ class HetznerSite(SiteComponent):
         sizes = {Role.GATEWAY: site.gateway_server_type, Role.TOOLING: args.tooling_size}
         role_images = {role: boot_image(args.images[role], self.provider) for role in dict.fromkeys(m.role for m in plan.machines)}
 
+        self.gateway_servers, self.gateway_ips, self.floating_ip = [], [], None
         for machine in plan.machines:
             public_net = hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=False)
             primary_ip = None
@@ -166,12 +177,38 @@ class HetznerSite(SiteComponent):
             self.node(machine, primary_ip.ip_address if primary_ip else server.ipv4_address, server)
             if machine.role is Role.GATEWAY:
                 assert primary_ip is not None
-                self.gateway_server, self.gateway_ip = server, primary_ip
+                self.gateway_servers.append(server)
+                self.gateway_ips.append(primary_ip)
 
+        public = self.gateway_ips[0].ip_address
+        if plan.pair is not None:
+            # Created unassigned: the pair's active gateway assigns it to itself (the failover), and the program never
+            # sets server_id, which terraform-provider-hcloud keeps Optional+Computed (internal/floatingip/resource.go):
+            # wherever the API says it is, the program plans no change.
+            self.floating_ip = hcloud.FloatingIp(
+                child_name(name, "gw-fip"),
+                name=child_name(name, "gw-fip"),
+                type="ipv4",
+                home_location=site.location,
+                description=f"the gateway pair of {site.name}: every peer's tunnels end here",
+                labels=labels,
+                opts=child,
+            )
+            public = self.floating_ip.ip_address
+            first, second = self.gateway_servers
+            self.hetzner_pair = HetznerPairIds(
+                floating_ip=self.floating_ip.ip_address,
+                floating_ip_id=self.floating_ip.id.apply(int),
+                network_id=network_id,
+                server_ids=(first.id.apply(int), second.id.apply(int)),
+                public_ips=(self.gateway_ips[0].ip_address, self.gateway_ips[1].ip_address),
+                routes=tuple(str(b) for b in plan.remote_blocks.values()),
+            )
         self.gateway = GatewayEndpoint(
             kind=GatewayKind.STRONGSWAN,
-            public_ips=(self.gateway_ip.ip_address,),
-            inner_ip=str(plan.gateway_vm.private_ip),
+            public_ips=(public,),
+            inner_ip=str(plan.gateway_vm.private_ip) if plan.gateway_vm is not None else None,
             asn=None,
+            paired=plan.pair is not None,
         )
         self._register_site_outputs()

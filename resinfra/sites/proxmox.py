@@ -1,4 +1,5 @@
-"""Proxmox VE site: VMs cloned from a cloud-init template on a public and a private bridge, VM firewalls, strongSwan gateway VM."""
+"""Proxmox VE site: VMs cloned from a cloud-init template on a public and a private bridge, VM firewalls, strongSwan gateway VM
+(or a pair sharing VRRP addresses on both bridges)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from resinfra.sites.base import GatewayEndpoint, GatewayKind, SiteArgs, SiteComp
 TYPE_TOKEN = "resinfra:sites:ProxmoxSite"
 GATEWAY_VM_ID_OFFSET = 0
 TOOLING_VM_ID_OFFSET = 1
+SECOND_GATEWAY_VM_ID_OFFSET = 2
+"""A pair's second gateway VM (the first keeps the gateway's id); ids base+3 to base+9 stay free."""
 CLONE_RETRIES = 5
 """Attempts at a full clone (bpg's ``clone.retries``, default 1). Full clones of one template
 running in parallel on lvm-thin time out on a lock (bpg/terraform-provider-proxmox#995,
@@ -66,11 +69,11 @@ class ProxmoxSiteArgs(SiteArgs):
 
 
 def vm_id(site: ProxmoxSiteConfig, machine: NodeAddress) -> int:
-    """Stable VM id: gateway = base, tooling = base+1, worker k = base+9+k."""
+    """Stable VM id: gateway = base (a pair's second base+2), tooling = base+1, worker k = base+9+k."""
     if machine.role is Role.WORKER:
         return site.vm_id_base + FIRST_WORKER_HOST_OFFSET - 1 + machine.index
     if machine.role is Role.GATEWAY:
-        return site.vm_id_base + GATEWAY_VM_ID_OFFSET
+        return site.vm_id_base + (SECOND_GATEWAY_VM_ID_OFFSET if machine.index == 2 else GATEWAY_VM_ID_OFFSET)
     return site.vm_id_base + TOOLING_VM_ID_OFFSET
 
 
@@ -112,11 +115,12 @@ def user_data_file_name(machine: str, user_data: str) -> str:
 
 
 def firewall_rules(rules: list[IngressRule]) -> list[firewall.RulesLegacyRuleArgs]:
-    """Proxmox VM firewall rules (the VM's input policy drops everything else)."""
+    """Proxmox VM firewall rules, in order (the VM's input policy drops everything else). A protocol is a name of
+    ``/etc/protocols`` (pve-docs "Proxmox VE Firewall", rule ``--proto``; bpg proxmoxtf/resource/firewall/rules.go)."""
     return [
         firewall.RulesLegacyRuleArgs(
             type="in",
-            action="ACCEPT",
+            action="ACCEPT" if rule.accept else "DROP",
             proto=rule.protocol.value if rule.protocol is not Protocol.ANY else None,
             dport=str(rule.port) if rule.port is not None else None,
             # Proxmox takes a comma-separated list of networks in one rule.
@@ -130,7 +134,7 @@ def firewall_rules(rules: list[IngressRule]) -> list[firewall.RulesLegacyRuleArg
 class ProxmoxSite(SiteComponent):
     """A site on Proxmox VE: VMs on one node, public addresses from a configured range, a strongSwan gateway VM."""
 
-    gateway_vm: proxmoxve.VmLegacy
+    gateway_vms: list[proxmoxve.VmLegacy]
     provider: proxmoxve.Provider
 
     def __init__(self, name: str, args: ProxmoxSiteArgs, opts: pulumi.ResourceOptions | None = None):
@@ -138,7 +142,7 @@ class ProxmoxSite(SiteComponent):
         site = args.site
         plan = args.addresses
         creds = args.credentials
-        assert plan.gateway_vm is not None, "Proxmox sites run a gateway VM"
+        assert plan.gateway_vms, "Proxmox sites run a gateway VM"
         self.site_name = site.name
         self.provider_kind = Provider.PROXMOX
         self.addresses = plan
@@ -168,6 +172,9 @@ class ProxmoxSite(SiteComponent):
         firewall_check = self._check_datacenter_firewall(name, site, creds)
         public_prefix = ipaddress.IPv4Network(site.public_range).prefixlen
         tags = sorted(f"{k}-{v}" for k, v in args.labels.items())  # label values are tag-safe (stack.label_value)
+
+        # A pair's VMs take VRRP from each other only (the Proxmox firewall, ahead of the supernet rule).
+        partner = {a.name: str(b.private_ip) for a, b in (plan.pair.members, plan.pair.members[::-1])} if plan.pair else {}
 
         def machine_vm(machine: NodeAddress) -> proxmoxve.VmLegacy:
             assert machine.public_ip is not None, "the address plan gives every Proxmox machine a public address"
@@ -244,22 +251,27 @@ class ProxmoxSite(SiteComponent):
                 f"{machine.name}-fw-rules",
                 node_name=site.node,
                 vm_id=ident,
-                rules=firewall_rules(ingress_rules(args.stack, machine.role)),
+                rules=firewall_rules(ingress_rules(args.stack, machine.role, vrrp_peer=partner.get(machine.name))),
                 opts=vm_opts,
             )
             self.node(machine, pulumi.Output.from_input(str(machine.public_ip)), vm)
             return vm
 
+        self.gateway_vms = []
         for machine in plan.machines:
             vm = machine_vm(machine)
             if machine.role is Role.GATEWAY:
-                self.gateway_vm = vm
+                self.gateway_vms.append(vm)
 
+        # Peers and workers use the site's gateway addresses: the gateway VM's, or the pair's VRRP addresses (the same
+        # public slot and .4, so a site going from one gateway to two changes nothing for them).
+        public = plan.pair.shared_public_ip if plan.pair else plan.gateway_vms[0].public_ip
         self.gateway = GatewayEndpoint(
             kind=GatewayKind.STRONGSWAN,
-            public_ips=(pulumi.Output.from_input(str(plan.gateway_vm.public_ip)),),
-            inner_ip=str(plan.gateway_vm.private_ip),
+            public_ips=(pulumi.Output.from_input(str(public)),),
+            inner_ip=str(plan.gateway_address),
             asn=None,
+            paired=plan.pair is not None,
         )
         self._register_site_outputs()
 

@@ -134,6 +134,7 @@ def set_sentinel_secrets(project: Project, stack: str) -> dict[str, str]:
         "azure-native:clientSecret": sentinel("azure-client-secret"),
         "proxmoxve:apiToken": sentinel("proxmox-token"),
         "resinfra:healerGoogleCredentials": json.dumps({"type": "service_account", "private_key": sentinel("healer-gcp-key")}),
+        "resinfra:hetznerFailoverToken": sentinel("hetzner-failover-token"),
     }
     for key, value in values.items():
         project.pulumi("config", "set", "--secret", key, stack=stack, stdin=value)

@@ -30,9 +30,15 @@ def inventory(created: float = OLD, **created_by_name: float) -> list[Machine]:
     return machines
 
 
+def paired_inventory() -> list[Machine]:
+    """The dev-shaped inventory with a gateway pair on Proxmox (``gateways: 2``): ri-dev-proxmox-gw-1 and -gw-2."""
+    machines = [m for m in inventory() if m.name != "ri-dev-proxmox-gw"]
+    return machines + [Machine(f"ri-dev-proxmox-gw-{k}", "proxmox", "proxmox", Role.GATEWAY, urn(f"ri-dev-proxmox-gw-{k}"), OLD) for k in (1, 2)]
+
+
 def node_down(name: str, starts: float, status: str = "firing") -> Alert:
     site = name.removeprefix("ri-dev-").split("-")[0]
-    labels = {"alertname": "NodeDown", "node": name, "site": site, "role": "gateway" if name.endswith("-gw") else "worker", "scope": "node"}
+    labels = {"alertname": "NodeDown", "node": name, "site": site, "role": "gateway" if "-gw" in name else "worker", "scope": "node"}
     return Alert("NodeDown", status, labels, starts, f"nd-{name}")
 
 

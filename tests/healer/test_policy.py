@@ -10,7 +10,7 @@ from resinfra.healer import policy
 from resinfra.healer.alerts import Alert
 from resinfra.healer.inventory import Machine
 from resinfra.healer.policy import DEFAULT_RULES, History, Kind, Limit, PolicySettings, Reason, Repair, Rules, backoff_until, decide, without
-from tests.healer.helpers import NOW, inventory, node_down, site_unreachable, tunnel_down
+from tests.healer.helpers import NOW, inventory, node_down, paired_inventory, site_unreachable, tunnel_down
 
 SETTINGS = PolicySettings()
 GATEWAYS_ON = replace(SETTINGS, repair_gateways=True)
@@ -151,6 +151,41 @@ CASES = [
         {("site proxmox", Kind.REFUSE, Reason.SITE_PARTITIONED), ("site gcp", Kind.REFUSE, Reason.SITE_PARTITIONED)},
         settings=GATEWAYS_ON,
     ),
+    # Issue 15: a gateway pair is redundancy. One dead gateway is replaced as a worker would be (its partner carries the
+    # tunnels, the site is not partitioned); both dead is a partition, as with one gateway.
+    Case(
+        "one-gateway-of-a-pair-is-replaced-like-a-worker",
+        [node_down("ri-dev-proxmox-gw-1", NOW - 60)],
+        {("ri-dev-proxmox-gw-1", Kind.REPLACE, Reason.NODE_DOWN)},
+        machines=paired_inventory(),
+    ),
+    Case(
+        "both-gateways-of-a-pair-down-need-repair-gateways",
+        [node_down("ri-dev-proxmox-gw-1", NOW - 60), node_down("ri-dev-proxmox-gw-2", NOW - 59)],
+        {("ri-dev-proxmox-gw-1", Kind.REFUSE, Reason.GATEWAY_REPAIR_DISABLED), ("ri-dev-proxmox-gw-2", Kind.REFUSE, Reason.GATEWAY_REPAIR_DISABLED)},
+        machines=paired_inventory(),
+    ),
+    Case(
+        "a-partitioned-pair-site-replaces-nothing",
+        [node_down("ri-dev-proxmox-gw-1", NOW - 120), node_down("ri-dev-proxmox-gw-2", NOW - 119), site_unreachable("proxmox", NOW - 60)],
+        {
+            ("site proxmox", Kind.REFUSE, Reason.SITE_PARTITIONED),
+            ("ri-dev-proxmox-gw-1", Kind.REFUSE, Reason.SITE_PARTITIONED),
+            ("ri-dev-proxmox-gw-2", Kind.REFUSE, Reason.SITE_PARTITIONED),
+        },
+        machines=paired_inventory(),
+    ),
+    Case(
+        "a-partitioned-pair-site-gets-its-gateways-repaired-one-at-a-time",
+        [site_unreachable("proxmox", NOW - 60)],
+        {
+            ("site proxmox", Kind.REFUSE, Reason.SITE_PARTITIONED),
+            ("ri-dev-proxmox-gw-1", Kind.REPLACE, Reason.GATEWAY_UNREACHABLE),
+            ("ri-dev-proxmox-gw-2", Kind.WAIT, Reason.ONE_AT_A_TIME),
+        },
+        machines=paired_inventory(),
+        settings=GATEWAYS_ON,
+    ),
     Case(
         "managed-gateway-site-partition-only-notifies",
         [site_unreachable("azure", NOW - 60)],
@@ -163,7 +198,7 @@ RULE_CASES: dict[str, list[str]] = {
     "refuse_unknown": ["unknown-machine"],
     "refuse_resinfra_vm": ["the-resinfra-vm-is-never-replaced"],
     "refuse_partitioned": ["site-partition-replaces-nothing", "tunnel-to-the-resinfra-vm-down-is-a-partition"],
-    "refuse_gateway": ["gateway-repair-off-by-default"],
+    "refuse_gateway": ["gateway-repair-off-by-default", "both-gateways-of-a-pair-down-need-repair-gateways"],
     "refuse_interrupted": ["restarted-mid-repair-no-second-replacement"],
     "wait_startup_grace": ["startup-grace"],
     "refuse_flapping": ["flapping-node-not-replaced-again"],

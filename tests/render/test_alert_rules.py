@@ -354,3 +354,29 @@ def test_without_the_healer_there_is_no_healer_job_or_rule(plan: MonitoringPlan)
     assert "HealerDown" not in {r.get("alert") for g in alert_rules(without)["groups"] for r in g["rules"]}
     assert f"job_name: {Job.HEALER.value}" not in render_prometheus_config(without)
     assert f"job_name: {Job.HEALER.value}" in render_prometheus_config(plan)
+
+
+def gateway_active(node: str, k: int) -> str:
+    return (
+        f'resinfra_gateway_active{{job="{Job.NODE}", instance="10.10.64.{5 + k}:9100", site="proxmox", role="gateway", node="{node}-{k}", provider="proxmox"}}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "first", "second", "fires_at", "silent_at"),
+    [
+        # gw-1 carries the tunnels, dies at 5 min (its series goes stale); gw-2 takes over at the next scrape.
+        ("failover", "1x20 stale", f"0x20 1x{STEPS - 21}", ["5m30s", "9m"], ["5m", "11m"]),
+        # A pair's first election: gw-1 BACKUP for one scrape, then MASTER; gw-2 stays BACKUP. Nothing moved.
+        ("first-election", f"0 1x{STEPS - 1}", f"0x{STEPS}", [], ["1m", "5m", "10m"]),
+        # Both claim the tunnels (VRRP adverts lost between them): worth a look too.
+        ("split-brain", f"1x{STEPS}", f"0x10 1x{STEPS - 11}", ["3m"], ["2m"]),
+    ],
+)
+def test_gateway_failover(plan: MonitoringPlan, tmp_path: Path, case: str, first: str, second: str, fires_at: list[str], silent_at: list[str]) -> None:
+    series = healthy(plan)
+    series[gateway_active("ri-dev-proxmox-gw", 1)] = first
+    series[gateway_active("ri-dev-proxmox-gw", 2)] = second
+    exp = expected(plan, "GatewayFailover", {"site": "proxmox"})
+    checks = [none("GatewayFailover", t) for t in silent_at] + [{"eval_time": t, "alertname": "GatewayFailover", "exp_alerts": [exp]} for t in fires_at]
+    assert_passes(run_promtool(plan, tmp_path, series, checks))

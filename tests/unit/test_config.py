@@ -176,6 +176,17 @@ BAD_CONFIGS: list[tuple[str, Mutation, str, str]] = [
         "resinfra:sites[1].images.overrides.worker",
         "resource id: /subscriptions/",
     ),
+    # Issue 15: a gateway pair exists only where the program runs the gateway VM, and is a pair.
+    ("gateways-on-a-managed-gateway-site", set_site("gcp", "gateways", 2), "resinfra:sites[0].gateways", "no gateway VM"),
+    ("gateways-three", set_site("hetzner", "gateways", 3), "resinfra:sites[2].gateways", "one strongSwan gateway VM or a pair"),
+    ("gateways-zero", set_site("proxmox", "gateways", 0), "resinfra:sites[3].gateways", "use 1, or 2"),
+    ("hetzner-pair-without-its-token", set_site("hetzner", "gateways", 2), "resinfra:hetznerFailoverToken", "Read & Write"),
+    (
+        "proxmox-pair-range-too-small",
+        lambda v: (set_site("proxmox", "gateways", 2)(v), set_site("proxmox", "workers", 10)(v)),
+        "resinfra:sites[3].publicRange",
+        "the two gateway VMs",
+    ),
 ]
 
 

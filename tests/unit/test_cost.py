@@ -13,7 +13,8 @@ import yaml
 
 from resinfra import cli, config, cost
 from resinfra.config import Provider
-from tests.conftest import dev_config
+from resinfra.offline import run_offline
+from tests.conftest import dev_config, paired_config
 
 GOLDEN = Path(__file__).with_name("golden") / "dev-cost.json"
 REGENERATE = "RESINFRA_REGENERATE_GOLDEN"
@@ -251,3 +252,21 @@ def test_cost_with_a_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFi
     bad_file = write_stack(tmp_path / "Pulumi.bad.yaml", bad)
     assert cli.main(["cost", "--base", "dev", "--head", str(bad_file)]) == 2
     assert "resinfra:cost.egressGbPerMonth" in capsys.readouterr().err
+
+
+def test_a_gateway_pair_adds_a_vm_its_address_and_a_floating_ip() -> None:
+    """The second gateway, its Primary IP and (Hetzner) the Floating IP, priced from the table; and `resinfra plan` says it."""
+    cfg = config.load(paired_config())
+    table = cost.price_table()
+    site = next(s for s in cfg.sites if isinstance(s, config.HetznerSite))
+    region = cost.region_of(site)
+
+    def price(item: str, key: str) -> float:
+        return table.monthly(table.lookup(Provider.HETZNER, item, key, region))
+
+    size = site.gateway_server_type or site.server_type
+    added = cost.gateway_pairs_cost(cfg, table)
+    assert added["hetzner"] == pytest.approx(price("machine", size) + price("public-ipv4", "primary") + price("public-ipv4", "floating"))
+    assert added["proxmox"] == 0
+    text = cli.format_plan(cli.plan_report(run_offline(paired_config()), "dev", Path("Pulumi.dev.yaml"), 1.0))
+    assert "Gateway pair of hetzner: both VMs share" in text and f"adds {added['hetzner']:,.2f}" in text
