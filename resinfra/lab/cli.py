@@ -107,6 +107,21 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
     machine = kill(args.name, args.machine)
     print(f"killed {machine.name} ({machine.role.value} on {machine.site}): its processes are gone and its network is down")
+    if machine.paired:
+        from resinfra.lab.cluster import root_of
+        from resinfra.lab.pairs import active_member
+        from resinfra.lab.state import load
+        from resinfra.netlab import LabError, wait_for
+
+        try:
+            took = wait_for(lambda: active_member(load(root_of(args.name)), machine.site) is not None, 30, "the other gateway active", interval=0.2)
+        except LabError:
+            print(f"{machine.site}: no gateway took over within 30 s (both dead, or partitioned?); see lab status")
+        else:
+            other = active_member(load(root_of(args.name)), machine.site)
+            print(
+                f"{machine.site}: {other.name if other else '?'} is the active gateway now ({took:.1f} s after the kill): it holds the shared address and carries the tunnels"
+            )
     return 0
 
 
@@ -158,7 +173,12 @@ def cmd_replace(args: argparse.Namespace) -> int:
         print(f"resinfra lab replace: name a machine (or set {MACHINE_ENV})", file=sys.stderr)
         return EXIT_USAGE
     machine = replace(args.name, machine_name)
-    how = f"namespace {machine.namespace} created again" if machine.own_namespace else "restarted in place (its namespace carries its site's network)"
+    how = (
+        f"namespace {machine.namespace} created again"
+        if machine.own_namespace or machine.paired
+        else "restarted in place (its namespace carries its site's network)"
+    )
+    how += " (one of a gateway pair: it boots as the standby)" if machine.paired else ""
     print(f"replaced {machine.name}: {how}, booted from its user-data")
     return 0
 
