@@ -204,9 +204,10 @@ def latency_dashboard(plan: MonitoringPlan) -> gdash.Dashboard:
 
 
 def tunnels_dashboard(plan: MonitoringPlan) -> gdash.Dashboard:
-    """Tunnel state per direction over time, and which sites the resinfra VM reaches now."""
+    """Tunnel state per direction over time, which sites the resinfra VM reaches now, and (with gateway pairs) which
+    gateway of a pair carries its site's links."""
     success = f'max by (source_site, site) (probe_success{{job="{MESH}"}})'
-    return (
+    board = (
         _base("resinfra / Tunnels", "resinfra-tunnels", "ICMP probes through every tunnel of the mesh, in both directions.")
         .with_panel(
             stat.Panel()
@@ -225,7 +226,11 @@ def tunnels_dashboard(plan: MonitoringPlan) -> gdash.Dashboard:
             .height(12)
             .span(24)
         )
-        .with_panel(
+    )
+    gateways = [n.site for n in plan.nodes if n.role == "gateway"]
+    if any(gateways.count(site) > 1 for site in gateways):
+        # Only with a pair: the metric comes from a pair's notify script (resinfra/render/failover.py).
+        board = board.with_panel(
             statetimeline.Panel()
             .title("Active gateway: which VM of a pair carries its site's links")
             .description("1 while a gateway holds its pair's shared address and tunnels (keepalived MASTER); GatewayFailover fires when it moves.")
@@ -233,7 +238,7 @@ def tunnels_dashboard(plan: MonitoringPlan) -> gdash.Dashboard:
             .height(6)
             .span(24)
         )
-    )
+    return board
 
 
 def healing_dashboard(plan: MonitoringPlan) -> gdash.Dashboard:

@@ -80,3 +80,14 @@ def test_the_environment_file_reads_back(paired: OfflineRun) -> None:
     failover = parse_env(text)
     assert render_env(failover) == text
     assert failover.priority == 100 and failover.peer_private_ip == "10.10.64.6" and failover.backup_route == ("10.10.0.0/16", "10.10.64.4")
+
+
+def test_the_tunnels_dashboard_shows_the_active_gateway_only_with_pairs(paired: OfflineRun, offline_runs: dict[str, OfflineRun]) -> None:
+    """With a pair the Tunnels dashboard shows which gateway carries the links; without one there is no such metric."""
+    from resinfra import stack
+    from resinfra.render.grafana import dashboard_json, tunnels_dashboard
+
+    def panel_shown(run: OfflineRun) -> bool:
+        return "resinfra_gateway_active" in dashboard_json(tunnels_dashboard(stack.monitoring_plan(run.config, run.result.sites)))
+
+    assert panel_shown(paired) and not panel_shown(offline_runs["all-four"])
