@@ -297,6 +297,10 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
     victim = kill_suggestion(state)
     if victim is not None:
         tries.append(f"lab kill {victim}")
+    for record in state.sites:
+        active = pairs.active_member(state, record.key) if record.pair is not None else None
+        if active is not None:
+            tries.append(f"lab kill {active.name} (the active gateway of {record.key}'s pair)")
     # A partition cuts a site off from the resinfra VM's: a stack of one site has none to cut.
     site = next((s.key for s in state.sites if s.key != state.machines[plan.tooling.name].site), None)
     if site is not None:

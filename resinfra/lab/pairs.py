@@ -29,7 +29,7 @@ from resinfra.addressing import SiteAddresses
 from resinfra.failover.plan import FailoverLayout, GatewayFailover, Interface, parse_env
 from resinfra.lab.changes import HCLOUD_ACTION_SECONDS
 from resinfra.lab.changes import LAB_FAILOVER_TOKEN as TOKEN
-from resinfra.lab.state import LabState, MachineRecord, ProcessRecord, namespace_pids, record_of, spawn, write_atomic
+from resinfra.lab.state import LabState, MachineRecord, ProcessRecord, alive, namespace_pids, record_of, spawn, write_atomic
 from resinfra.netlab import Lab, LabError, PairMember, PairNetwork, pin_reqids, run, wait_for
 from resinfra.render.failover import render_env, render_failover_script, render_keepalived
 
@@ -171,10 +171,10 @@ def start_api(namespace: str, settings: Mapping[str, Any], directory: Path) -> P
     port = f":{settings['listen_port']} "
 
     def listening() -> bool:
-        return port in run("ip", "netns", "exec", namespace, "ss", "-ltnH", check=False).stdout or not Path(f"/proc/{record.pid}").exists()
+        return port in run("ip", "netns", "exec", namespace, "ss", "-ltnH", check=False).stdout
 
-    wait_for(listening, 20, f"the emulated Hetzner API in {namespace}", interval=0.1)
-    if not Path(f"/proc/{record.pid}").exists():
+    wait_for(lambda: listening() or not alive(record), 20, f"the emulated Hetzner API in {namespace}", interval=0.1)
+    if not alive(record):
         raise LabError(f"the emulated Hetzner API exited; see {directory / 'hcloud-api.out'}")
     return record
 
@@ -224,7 +224,7 @@ def recreate_member(lab: Lab, machine: MachineRecord) -> None:
     for other in lab.sites.values():
         if other.pair is None or not other.pair.routed_addresses or other.key == site:
             continue
-        settings = json.loads((Path(lab.workdir) / other.key / "hcloud-api.json").read_text())
+        settings = json.loads((lab.site_dir(other.key) / "hcloud-api.json").read_text())
         for ident, fip in settings["floating_ips"].items():
             url = f"http://{settings['listen_host']}:{API_PORT}/v1/floating_ips/{ident}"
             answer = lab.ns(lab.gw_ns(other.key), "curl", "-sf", "-H", f"Authorization: Bearer {TOKEN}", url).stdout
