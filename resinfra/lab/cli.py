@@ -108,21 +108,27 @@ def cmd_kill(args: argparse.Namespace) -> int:
     machine = kill(args.name, args.machine)
     print(f"killed {machine.name} ({machine.role.value} on {machine.site}): its processes are gone and its network is down")
     if machine.paired:
-        from resinfra.lab.cluster import root_of
-        from resinfra.lab.pairs import active_member
-        from resinfra.lab.state import load
-        from resinfra.netlab import LabError, wait_for
-
-        try:
-            took = wait_for(lambda: active_member(load(root_of(args.name)), machine.site) is not None, 30, "the other gateway active", interval=0.2)
-        except LabError:
-            print(f"{machine.site}: no gateway took over within 30 s (both dead, or partitioned?); see lab status")
-        else:
-            other = active_member(load(root_of(args.name)), machine.site)
-            print(
-                f"{machine.site}: {other.name if other else '?'} is the active gateway now ({took:.1f} s after the kill): it holds the shared address and carries the tunnels"
-            )
+        print(takeover(args.name, machine.site))
     return 0
+
+
+def takeover(name: str, site: str, timeout: float = 30) -> str:
+    """Which gateway of ``site``'s pair took over after a kill (waited for while the partner lives)."""
+    from resinfra.lab.cluster import root_of
+    from resinfra.lab.pairs import active_member
+    from resinfra.lab.state import load
+    from resinfra.netlab import LabError, wait_for
+
+    if all(m.dead for m in load(root_of(name)).machines.values() if m.paired and m.site == site):
+        return f"{site}: both gateways are dead: the site is cut off (for the healer, a partition)"
+    try:
+        took = wait_for(lambda: active_member(load(root_of(name)), site) is not None, timeout, "the other gateway active", interval=0.2)
+    except LabError:
+        return f"{site}: no gateway took over within {timeout:g} s; see lab status"
+    other = active_member(load(root_of(name)), site)
+    return (
+        f"{site}: {other.name if other else '?'} is the active gateway now ({took:.1f} s after the kill): it holds the shared address and carries the tunnels"
+    )
 
 
 def cmd_partition(args: argparse.Namespace) -> int:

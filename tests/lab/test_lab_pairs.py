@@ -157,8 +157,10 @@ def test_both_gateways_of_a_pair_dead_is_a_partition(lab: LabState) -> None:
     members = sorted(m.name for m in state().machines.values() if m.paired and m.site == "proxmox")
     hetzner_active = active_member(state(), "hetzner")
     cut = time.time()
-    for member in members:
-        assert running.lab_command(NAME, "kill", member).returncode == 0
+    killed = [running.lab_command(NAME, "kill", member) for member in members]
+    assert [k.returncode for k in killed] == [0, 0]
+    assert f"proxmox: {members[1]} is the active gateway now" in killed[0].stdout, killed[0].stdout
+    assert "proxmox: both gateways are dead" in killed[1].stdout, killed[1].stdout
     try:
         wait_for_event(state(), lambda e: e["event"] == "decision" and e.get("site") == "proxmox" and e["reason"] == "site-partitioned", cut, TIMEOUT)
         time.sleep(10)  # past the settle window and a healer tick
