@@ -8,6 +8,8 @@ Layout for a lab named ``rm``::
                     or an emulated cloud's network (:class:`CloudNetwork`): ``wan`` without addresses,
                     ``lan``, and the cloud's route table
     rm-<site>-<k>   a tunnel or a gateway instance of an emulated cloud (``k`` its key, ``vpn-...``)
+    rm-<site>-gw-<k> a gateway pair's VM k (:class:`PairNetwork`): ``wan`` (its own public address), ``lan`` on the
+                    bridge of ``rm-<site>``, which then plays the site's network instead of a gateway
     rm-<site>-n<i>  node i of the site (or ``rm-<site>-<name>`` with ``node_names``): ``eth0`` on the
                     site subnet, default via the gateway
 
@@ -222,6 +224,41 @@ class CloudNetwork:
 
 
 @dataclass(frozen=True)
+class PairMember:
+    """One gateway VM of a pair (``gateways: 2``): a namespace of its own, ``wan`` on the underlay, ``lan`` on the site's
+    bridge."""
+
+    key: str
+    """Its namespace key, ``<site>-gw-<k>`` (namespace ``<lab>-<key>``)."""
+    public_ip: str
+    """Its own public address (a Hetzner Primary IP, an address of the Proxmox range)."""
+    public_prefix: int
+    lan: str
+    """Its address on the site subnet (``ip/prefix``)."""
+
+
+@dataclass(frozen=True)
+class PairNetwork:
+    """A site whose gateway is a pair: the site namespace plays the site's network (a Hetzner network's router, a Proxmox
+    bridge) and the members' namespaces hang off it and the underlay; keepalived decides which one holds the shared
+    addresses (:mod:`resinfra.lab.pairs`)."""
+
+    members: tuple[PairMember, ...]
+    arp_addresses: tuple[str, ...] = ()
+    """Shared public addresses that move by ARP (a Proxmox pair's VRRP address): every other namespace on the underlay
+    reaches them on-link, without a permanent neighbour entry, so keepalived's gratuitous ARPs move them."""
+    routed_addresses: tuple[str, ...] = ()
+    """Shared public addresses the cloud routes to a member (a Hetzner Floating IP): unreachable until the emulated API
+    routes them (:mod:`resinfra.lab.hcloud_api`)."""
+    lan_routes: tuple[tuple[str, str], ...] = ()
+    """(destination, via) every member routes through its LAN (a Hetzner network's range via its gateway, as the
+    network's DHCP announces it)."""
+
+    def member(self, key: str) -> PairMember:
+        return next(m for m in self.members if m.key == key)
+
+
+@dataclass(frozen=True)
 class LabSite:
     """One site of the lab."""
 
@@ -236,6 +273,8 @@ class LabSite:
     """Namespace suffix of each node (``worker-1`` gives ``<lab>-<key>-worker-1``); ``n<i>`` when not given."""
     cloud: CloudNetwork | None = None
     """An emulated cloud's network; None for a strongSwan gateway (one charon in the site namespace)."""
+    pair: PairNetwork | None = None
+    """A gateway pair's members; the site namespace is then the site's network, not a gateway (and ``public_ips`` is empty)."""
 
 
 @dataclass
@@ -260,7 +299,8 @@ class Lab:
     detach: bool = False
     """Start charon and bird in their own sessions, so they outlive the process that started them (the lab)."""
     failed: set[str] = field(default_factory=set)
-    """Keys of cloud routers taken down (:meth:`set_router`): their tunnels are not expected up."""
+    """Keys of cloud routers taken down (:meth:`set_router`): their tunnels are not expected up; and of pair members
+    killed and not replaced yet."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9]{0,5}", self.name):
@@ -293,7 +333,8 @@ class Lab:
         """The site a namespace key belongs to (a site's own key, or one of its cloud's tunnels or routers)."""
         for site in self.sites.values():
             parts = () if site.cloud is None else (*site.cloud.routers, *site.cloud.tunnels)
-            if key == site.key or key in {self.part_key(site.key, p.key) for p in parts}:
+            members = {m.key for m in site.pair.members} if site.pair is not None else set()
+            if key == site.key or key in members or key in {self.part_key(site.key, p.key) for p in parts}:
                 return site.key
         raise KeyError(key)
 
@@ -304,7 +345,9 @@ class Lab:
         """Every namespace that runs a charon: strongSwan sites and cloud tunnels (only those expected up)."""
         keys = []
         for site in self.sites.values():
-            if site.cloud is None:
+            if site.pair is not None:
+                keys += [m.key for m in site.pair.members if not expected_only or m.key not in self.failed]
+            elif site.cloud is None:
                 keys.append(site.key)
             else:
                 failed = {r.key for r in site.cloud.routers if self.part_key(site.key, r.key) in self.failed}
@@ -341,35 +384,114 @@ class Lab:
         self._netns(self.wan_ns)
         run("ip", "-n", self.wan_ns, "link", "add", "name", "wanbr", "address", fixed_mac("0.0.0.1"), "type", "bridge")
         run("ip", "-n", self.wan_ns, "link", "set", "dev", "wanbr", "up")
-        ports = [self.wan_port(key) for key in self.sites]
+        ports = [self.wan_port(key) for site in self.sites.values() for key in ([m.key for m in site.pair.members] if site.pair else [site.key])]
         if len(set(ports)) != len(ports):
             raise LabError(f"site names give clashing interface names (at most 15 characters): {ports}")
-        owner = {ip: site.key for site in self.sites.values() for ip in site.public_ips}
         for site in self.sites.values():
             gw = self.gw_ns(site.key)
             self._netns(gw)
-            # Created straight inside the namespaces: nothing appears in the root namespace.
-            port = self.wan_port(site.key)
-            mac = fixed_mac(site.public_ips[0])
-            run("ip", "link", "add", "name", "wan", "netns", gw, "address", mac, "type", "veth", "peer", "name", port, "netns", self.wan_ns)
-            run("ip", "-n", self.wan_ns, "link", "set", "dev", port, "master", "wanbr", "up")
-            run("ip", "-n", gw, "link", "set", "dev", "wan", "up")
-            own = () if site.cloud is not None else site.public_ips
-            for ip in own:
-                run("ip", "-n", gw, "addr", "add", f"{ip}/32", "dev", "wan")
-            for ip, key in owner.items():
-                if key != site.key:
-                    run("ip", "-n", gw, "route", "add", f"{ip}/32", "dev", "wan", *(("src", own[0]) if own else ()))
-                    run("ip", "-n", gw, "neigh", "replace", ip, "lladdr", fixed_mac(self.sites[key].public_ips[0]), "dev", "wan", "nud", "permanent")
+            if site.pair is None:
+                self._plug_underlay(gw, site.key, site.public_ips[0], () if site.cloud is not None else site.public_ips)
             self._router_ns(gw)
             run("ip", "-n", gw, "link", "add", "name", "lan", "address", fixed_mac(str(site.lan.ip)), "type", "bridge")
             run("ip", "-n", gw, "addr", "add", str(site.lan), "dev", "lan")
             run("ip", "-n", gw, "link", "set", "dev", "lan", "up")
             if site.cloud is not None:
                 self._build_cloud(site, site.cloud)
+            if site.pair is not None:
+                # The site's network routes (Hetzner), it never redirects: a worker must not learn a gateway's address.
+                self.ns(gw, "sysctl", "-qw", "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.lan.send_redirects=0")
+                for member in site.pair.members:
+                    self.add_pair_member(site.key, member.key)
             for index in range(1, len(site.nodes) + 1):
                 self.add_node(site.key, index)
             self.site_dir(site.key).mkdir(parents=True, exist_ok=True)
+
+    def _underlay(self) -> dict[str, tuple[str, str]]:
+        """Every fixed address on the underlay: (its namespace key, the MAC of the ``wan`` that holds it)."""
+        out = {}
+        for site in self.sites.values():
+            if site.pair is None:
+                out.update({ip: (site.key, fixed_mac(site.public_ips[0])) for ip in site.public_ips})
+            else:
+                out.update({m.public_ip: (m.key, fixed_mac(m.public_ip)) for m in site.pair.members})
+        return out
+
+    def _plug_underlay(self, namespace: str, key: str, first_ip: str, own: tuple[str, ...], prefix: int = 32) -> None:
+        """Give ``namespace`` its ``wan`` on the underlay bridge (port :meth:`wan_port` of ``key``), its own addresses,
+        and a route and a permanent neighbour entry for every other fixed address (no ARP: see the module docstring);
+        a pair's addresses that move by ARP are routed on-link without one."""
+        # Created straight inside the namespaces: nothing appears in the root namespace.
+        port = self.wan_port(key)
+        run("ip", "link", "add", "name", "wan", "netns", namespace, "address", fixed_mac(first_ip), "type", "veth", "peer", "name", port, "netns", self.wan_ns)
+        run("ip", "-n", self.wan_ns, "link", "set", "dev", port, "master", "wanbr", "up")
+        run("ip", "-n", namespace, "link", "set", "dev", "wan", "up")
+        for ip in own:
+            run("ip", "-n", namespace, "addr", "add", f"{ip}/{prefix}", "dev", "wan")
+        src = ("src", own[0]) if own else ()
+        for ip, (owner, mac) in self._underlay().items():
+            if owner != key:
+                run("ip", "-n", namespace, "route", "replace", f"{ip}/32", "dev", "wan", *src)
+                run("ip", "-n", namespace, "neigh", "replace", ip, "lladdr", mac, "dev", "wan", "nud", "permanent")
+        for site in self.sites.values():
+            if site.pair is not None and key not in {m.key for m in site.pair.members}:
+                for ip in site.pair.arp_addresses:
+                    run("ip", "-n", namespace, "route", "replace", f"{ip}/32", "dev", "wan", *src)
+
+    def pair_site(self, key: str) -> LabSite | None:
+        """The site whose pair has member ``key``."""
+        return next((s for s in self.sites.values() if s.pair is not None and key in {m.key for m in s.pair.members}), None)
+
+    def add_pair_member(self, site_key: str, key: str) -> str:
+        """Create a pair member's namespace (again, after a replacement): ``wan`` on the underlay with its own public
+        address, ``lan`` on the site's bridge with its private one, the routes its networks give it. Returns the
+        namespace. What it shares (keepalived's addresses) and its daemons are :mod:`resinfra.lab.pairs`'."""
+        site = self.sites[site_key]
+        assert site.pair is not None
+        member = site.pair.member(key)
+        index = site.pair.members.index(member) + 1
+        ns = self.gw_ns(key)
+        self._netns(ns)
+        self._router_ns(ns)
+        self._plug_underlay(ns, key, member.public_ip, (member.public_ip,), member.public_prefix)
+        lan = ipaddress.IPv4Interface(member.lan)
+        port = f"m{index}"
+        run(
+            "ip",
+            "link",
+            "add",
+            "name",
+            "lan",
+            "netns",
+            ns,
+            "address",
+            fixed_mac(str(lan.ip)),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            self.gw_ns(site_key),
+        )
+        run("ip", "-n", self.gw_ns(site_key), "link", "set", "dev", port, "master", "lan", "up")
+        run("ip", "-n", ns, "addr", "add", str(lan), "dev", "lan")
+        run("ip", "-n", ns, "link", "set", "dev", "lan", "up")
+        for destination, via in site.pair.lan_routes:
+            run("ip", "-n", ns, "route", "replace", destination, "via", via, "dev", "lan")
+        self.site_dir(key).mkdir(parents=True, exist_ok=True)
+        return ns
+
+    def remove_pair_member(self, site_key: str, key: str) -> None:
+        """Delete a pair member's namespace and its veths (its processes must be gone), so it can be created again."""
+        site = self.sites[site_key]
+        assert site.pair is not None
+        index = site.pair.members.index(site.pair.member(key)) + 1
+        run("ip", "-n", self.gw_ns(site_key), "link", "del", "dev", f"m{index}", check=False)
+        run("ip", "-n", self.wan_ns, "link", "del", "dev", self.wan_port(key), check=False)
+        run("ip", "netns", "del", self.gw_ns(key), check=False)
+        if self.gw_ns(key) in self.namespaces:
+            self.namespaces.remove(self.gw_ns(key))
 
     def _build_cloud(self, site: LabSite, cloud: CloudNetwork) -> None:
         """A cloud's routers and tunnels behind its site namespace, the forwarding of its public addresses, its routes."""
@@ -467,9 +589,11 @@ class Lab:
             self.namespaces.remove(ns)
 
     def set_uplink(self, key: str, up: bool) -> None:
-        """Cut (or restore) a site's only way to the underlay: its bridge port goes down, the gateway's ``wan`` loses
-        carrier (its addresses and routes stay, as on a VM whose upstream link failed)."""
-        run("ip", "-n", self.wan_ns, "link", "set", "dev", self.wan_port(key), "up" if up else "down")
+        """Cut (or restore) a site's only way to the underlay: its bridge port goes down (a pair's: both), the gateway's
+        ``wan`` loses carrier (its addresses and routes stay, as on a VM whose upstream link failed)."""
+        pair = self.sites[key].pair
+        for port_key in [m.key for m in pair.members] if pair is not None else [key]:
+            run("ip", "-n", self.wan_ns, "link", "set", "dev", self.wan_port(port_key), "up" if up else "down")
 
     # -- a cloud's gateway instance ------------------------------------------------
     def set_router(self, site: str, router: str, up: bool) -> None:
@@ -529,7 +653,7 @@ class Lab:
         wait_for(lambda: (site_dir / "charon.vici").exists() or process.poll() is not None, 10, f"charon of {key}")
         if process.poll() is not None:
             raise LabError(f"charon of {key} exited {process.returncode}; see {log}")
-        if key not in self.sites:
+        if key not in self.sites and self.pair_site(key) is None:
             # A cloud tunnel: what its router sends goes into the tunnel device charon just created.
             run("ip", "-n", self.gw_ns(key), "route", "replace", "default", "dev", "ipsec0", "table", str(TUNNEL_TABLE))
         self.load(key)
@@ -607,8 +731,28 @@ class Lab:
         return {name for name, count in expected.items() if len(installed.get(name, set())) >= count}
 
     def tunnels_up(self) -> bool:
-        """Every charon's every connection installed (a cloud's unanswered tunnels aside)."""
-        return all(set(self.loaded(key)) <= self.all_children_up(key) for key in self.charon_keys(expected_only=True))
+        """Every charon's every connection installed (a cloud's unanswered tunnels aside); of a pair, the active member
+        carries them all (the standby loads none)."""
+        pairs = {m.key for s in self.sites.values() if s.pair is not None for m in s.pair.members}
+        singles = [key for key in self.charon_keys(expected_only=True) if key not in pairs]
+        if not all(set(self.loaded(key)) <= self.all_children_up(key) for key in singles):
+            return False
+        return all(self.pair_carrier(site.key) is not None for site in self.sites.values() if site.pair is not None and len(self.sites) > 1)
+
+    def pair_carrier(self, site: str) -> str | None:
+        """The member of ``site``'s pair whose charon has the site's tunnels loaded and every one installed, if any."""
+        pair = self.sites[site].pair
+        assert pair is not None
+        for member in pair.members:
+            if member.key in self.failed:
+                continue
+            try:
+                loaded = self.loaded(member.key)
+            except LabError:
+                continue
+            if loaded and set(loaded) <= self.all_children_up(member.key):
+                return member.key
+        return None
 
     # -- bird --------------------------------------------------------------------
     def start_bird(self, key: str, bird_conf: str) -> None:

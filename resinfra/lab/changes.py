@@ -31,9 +31,12 @@ healer listen on the tooling VM) are the production ones. What differs:
    a dead Azure instance's BGP session then expires after a minute instead of three, the most a lab
    test should wait. The lab's Azure (bird) follows the hold time it agrees, so the lab cannot show
    what a real Azure's fixed 60 s keepalive does against a 60 s hold.
-10. **Gateway pairs**: ``resinfra lab up`` runs one gateway VM per strongSwan site (a site's ``gateways: 2`` becomes
-   1, :func:`with_single_gateways`); gateway pairs, keepalived and the Hetzner API's address moves run in their own
-   lab (:mod:`resinfra.lab.pair`: ``tests/lab/test_gateway_pair.py``, ``bench/failover.py``).
+10. **Gateway pairs** (``gateways: 2``, :mod:`resinfra.lab.pairs`): what ``GatewayPair`` pushes over SSH is written
+   under each member's directory (the failover environment file with those paths, its charon's socket and, on Hetzner,
+   the emulated API's endpoint ``http://<subnet .1>:8080/v1`` instead of ``https://api.hetzner.cloud/v1``); keepalived
+   runs with its unit's options, as root; the Hetzner token file holds the lab's own token (:data:`LAB_FAILOVER_TOKEN`:
+   the stack's, a secret, is the real project's and never enters the lab), each API action takes
+   :data:`HCLOUD_ACTION_SECONDS`; a member's node_exporter also runs the textfile collector on its directory (Debian's build enables it on ``/var/lib/prometheus/node-exporter``, change 3 turns the defaults off).
 """
 
 from __future__ import annotations
@@ -120,15 +123,10 @@ def with_workers(values: Mapping[str, Any], workers: int | None) -> dict[str, An
     return out
 
 
-def with_single_gateways(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The stack config with every ``gateways: 2`` set to 1 (change 10), and a line per change for the user."""
-    out = copy.deepcopy(dict(values))
-    notes = []
-    for site in out.get("resinfra:sites") or []:
-        if isinstance(site, dict) and site.get("gateways") == 2:
-            site["gateways"] = 1
-            notes.append(f"{site.get('name')}: gateways 2 -> 1 (this lab runs one gateway per site; pairs run in resinfra.lab.pair)")
-    return out, notes
+HCLOUD_ACTION_SECONDS = 0.5
+"""How long an emulated Hetzner API action (assign a Floating IP, change a route) runs: Hetzner documents no duration."""
+LAB_FAILOVER_TOKEN = "lab-hcloud-token"
+"""The emulated Hetzner project's token (the lab's; never a real one)."""
 
 
 LAB_PUBLIC_RANGE = ipaddress.IPv4Network("100.127.0.0/16")

@@ -107,7 +107,28 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
     machine = kill(args.name, args.machine)
     print(f"killed {machine.name} ({machine.role.value} on {machine.site}): its processes are gone and its network is down")
+    if machine.paired:
+        print(takeover(args.name, machine.site))
     return 0
+
+
+def takeover(name: str, site: str, timeout: float = 30) -> str:
+    """Which gateway of ``site``'s pair took over after a kill (waited for while the partner lives)."""
+    from resinfra.lab.cluster import root_of
+    from resinfra.lab.pairs import active_member
+    from resinfra.lab.state import load
+    from resinfra.netlab import LabError, wait_for
+
+    if all(m.dead for m in load(root_of(name)).machines.values() if m.paired and m.site == site):
+        return f"{site}: both gateways are dead: the site is cut off (for the healer, a partition)"
+    try:
+        took = wait_for(lambda: active_member(load(root_of(name)), site) is not None, timeout, "the other gateway active", interval=0.2)
+    except LabError:
+        return f"{site}: no gateway took over within {timeout:g} s; see lab status"
+    other = active_member(load(root_of(name)), site)
+    return (
+        f"{site}: {other.name if other else '?'} is the active gateway now ({took:.1f} s after the kill): it holds the shared address and carries the tunnels"
+    )
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
@@ -158,7 +179,12 @@ def cmd_replace(args: argparse.Namespace) -> int:
         print(f"resinfra lab replace: name a machine (or set {MACHINE_ENV})", file=sys.stderr)
         return EXIT_USAGE
     machine = replace(args.name, machine_name)
-    how = f"namespace {machine.namespace} created again" if machine.own_namespace else "restarted in place (its namespace carries its site's network)"
+    how = (
+        f"namespace {machine.namespace} created again"
+        if machine.own_namespace or machine.paired
+        else "restarted in place (its namespace carries its site's network)"
+    )
+    how += " (one of a gateway pair: it boots as the standby)" if machine.paired else ""
     print(f"replaced {machine.name}: {how}, booted from its user-data")
     return 0
 

@@ -29,7 +29,7 @@ from typing import Any
 from resinfra.addressing import Role
 from resinfra.cli import StackFileError
 from resinfra.config import ConfigError
-from resinfra.lab import changes
+from resinfra.lab import changes, pairs
 from resinfra.lab.boot import boot_plan
 from resinfra.lab.plan import LabPlan, inventory_document
 from resinfra.lab.state import (
@@ -55,6 +55,7 @@ from resinfra.mesh.crypto import DPD_DELAY_SECONDS
 from resinfra.monitoring_local import NODE_EXPORTER_BIN
 from resinfra.netlab import CHARON, Lab, LabError, run, wait_for
 from resinfra.netlab import dead_peer_seconds as netlab_dead_peer_seconds
+from resinfra.render.cloud_init import NODE_EXPORTER_UNIT
 from resinfra.render.monitoring import Endpoint
 from resinfra.render.tooling_units import tooling_services
 
@@ -70,6 +71,9 @@ TOOLS = {
     "prometheus-alertmanager": "prometheus-alertmanager",
     "prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
     NODE_EXPORTER_BIN: "prometheus-node-exporter",
+    "keepalived": "keepalived",
+    "curl": "curl",
+    "jq": "jq",
 }
 """What the lab runs, and the Debian package each comes from (``.ci/run`` installs them all)."""
 UP_TIMEOUT = 90.0
@@ -181,7 +185,10 @@ def boot_machine(lab: Lab, machine: MachineRecord, logs: Path) -> dict[str, Proc
                 lab.ns(machine.namespace, *command)
             continue
         key = f"{machine.name}/{service.unit}"
-        started[key] = spawn(machine.namespace, service.argv, logs / f"{machine.name}.{service.unit}.log")
+        argv = service.argv
+        if machine.paired and service.unit == NODE_EXPORTER_UNIT:
+            argv = (*argv, *pairs.textfile_args(machine))  # changes.py, change 10
+        started[key] = spawn(machine.namespace, argv, logs / f"{machine.name}.{service.unit}.log")
     return started
 
 
@@ -258,9 +265,7 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
     with progress.step("running the program offline (the path of resinfra plan and render)"):
         stack, path = cli.stack_file(stack_name, config_file)
         values, secret_keys = cli.read_stack_config(path)
-        values, single = changes.with_single_gateways(changes.with_workers(values, workers))
-        values, replaced = changes.with_lab_addresses(values)
-        replaced = single + replaced
+        values, replaced = changes.with_lab_addresses(changes.with_workers(values, workers))
         for note in replaced:
             out(f"    {note}")
         run_ = run_offline(values, stack_name=stack, secret_keys=secret_keys)
@@ -280,6 +285,10 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
         lab.workdir.mkdir(parents=True, exist_ok=True)
         start_gateways_recorded(lab, plan, root)
     logs = root / "logs"
+    if any(g.lab_site.pair is not None for g in plan.gateways):
+        step = "starting the gateway pairs: charon, keepalived and the notify script as rendered; the Hetzner API emulated"
+        with progress.step(step), changing(root) as state:
+            pairs.start_pairs(run_, lab, state, logs)
     with progress.step("booting every machine from its user-data (node_exporter; blackbox_exporter on probers)"), changing(root) as state:
         for machine in state.machines.values():
             state.processes.update(boot_machine(lab, machine, logs))
@@ -305,6 +314,10 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
     victim = kill_suggestion(state)
     if victim is not None:
         tries.append(f"lab kill {victim}")
+    for record in state.sites:
+        active = pairs.active_member(state, record.key) if record.pair is not None else None
+        if active is not None:
+            tries.append(f"lab kill {active.name} (the active gateway of {record.key}'s pair)")
     # A partition cuts a site off from the tooling VM's: a stack of one site has none to cut.
     site = next((s.key for s in state.sites if s.key != state.machines[plan.tooling.name].site), None)
     if site is not None:
@@ -546,6 +559,7 @@ def status_report(name: str, events: int = 10) -> dict[str, Any]:
         "expectedTunnels": state.tunnels,
         "processes": {key: alive(p) for key, p in state.processes.items()},
         "deadMachines": sorted(m.name for m in state.machines.values() if m.dead),
+        "gatewayPairs": pairs.pair_states(state),
     }
     try:
         report["targets"] = [
@@ -614,8 +628,12 @@ def format_status(report: dict[str, Any]) -> str:
     ends = 2 * report["expectedTunnels"]
     established = sum(sum(conns.values()) for conns in report["tunnels"].values())
     lines.append(f"Tunnels: {report['expectedTunnels']} tunnels, {established}/{ends} ends established")
+    members = {m["key"]: m for site_members in report["gatewayPairs"].values() for m in site_members}
     for key, conns in report["tunnels"].items():
         mark = "  PARTITIONED (uplink cut)" if report["tunnelSites"].get(key) in report["partitioned"] else ""
+        if not conns and key in members:
+            lines.append(f"  {key:24s} {members[key]['state']}: no tunnels loaded{mark}")
+            continue
         lines.append(
             f"  {key:24s} "
             + (
@@ -633,6 +651,10 @@ def format_status(report: dict[str, Any]) -> str:
                 f"  {site} was cut off {seconds:.0f} s ago: its tunnels show up until dead-peer detection notices, "
                 f"about {notice:.0f} s after the cut ({DPD_DELAY_SECONDS} s without traffic, then the lab's IKE retransmits)"
             )
+    if report["gatewayPairs"]:
+        lines += ["", "Gateway pairs (keepalived; the MASTER holds the shared address and carries the tunnels):"]
+        for site, site_members in report["gatewayPairs"].items():
+            lines.append(f"  {site:10s} " + "   ".join(f"{m['machine']} {m['state']}" for m in site_members))
     targets = report["targets"]
     up_count = sum(1 for t in targets if t["health"] == "up")
     lines += ["", f"Scrape targets: {up_count}/{len(targets)} up"]
@@ -671,6 +693,8 @@ def _stop_machine(state: LabState, machine_name: str) -> tuple[MachineRecord, La
     machine = state.machine(machine_name)
     if machine.role is Role.TOOLING:
         raise LabUsageError(f"{machine_name} is the tooling VM: it runs the monitoring and the healer, which would then see nothing; use lab down")
+    if machine.paired and machine.namespace in existing_namespaces():
+        pairs.kill_member(state, machine)
     for key in _machine_processes(state, machine):
         stop(state.processes.pop(key), grace=0, sig=signal.SIGKILL)
     return machine, state.netlab()
@@ -683,7 +707,7 @@ def kill(name: str, machine_name: str) -> MachineRecord:
         machine, lab = _stop_machine(state, machine_name)
         # A worker's network goes with it; a gateway VM's site loses its way out. (A namespace that is missing is being
         # replaced right now: the machine is already gone.)
-        if machine.namespace in existing_namespaces():
+        if machine.namespace in existing_namespaces() and not machine.paired:
             lab.ns(machine.namespace, "ip", "link", "set", "dev", "eth0" if machine.own_namespace else "lan", "down")
         machine.dead = True
         return machine
@@ -711,6 +735,8 @@ def replace(name: str, machine_name: str, boot_seconds: float = changes.REPLACE_
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             lab.remove_node(machine.site, machine.node_index)
+        elif machine.paired:
+            lab.remove_pair_member(machine.site, machine.namespace.removeprefix(f"{lab.name}-"))
         machine.dead = True
     time.sleep(boot_seconds)
     # A cloud slow to answer (as the engine emulators' RESINFRA_EMULATOR_HOLD): tests hold a repair in flight this way
@@ -722,9 +748,13 @@ def replace(name: str, machine_name: str, boot_seconds: float = changes.REPLACE_
         lab = state.netlab()
         if machine.node_index is not None:
             lab.add_node(machine.site, machine.node_index)
+        elif machine.paired:
+            pairs.recreate_member(lab, machine)
         else:
             _restart_gateway(state, lab, machine)
         state.processes.update(boot_machine(lab, machine, Path(state.root) / "logs"))
+        if machine.paired:
+            state.processes.update(pairs.start_member(lab, machine, Path(state.root) / "logs"))
         machine.created = time.time()
         machine.dead = False
         _write_inventory(state, _read_inventory(state))

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from resinfra.addressing import SiteAddresses
 from resinfra.lab.changes import with_lab_bgp_timers
 from resinfra.lab.clouds import EmulatedCloud, emulate
-from resinfra.netlab import Lab, LabError, LabSite
+from resinfra.lab.pairs import network_lan, pair_network
+from resinfra.netlab import Lab, LabError, LabSite, PairNetwork
 
 if TYPE_CHECKING:
     from resinfra.offline import OfflineRun
@@ -38,17 +39,22 @@ def mesh_gateways(
     strongswan: Mapping[str, tuple[str, str]],
     clouds: Mapping[str, EmulatedCloud],
     nodes_per_site: int = 1,
+    pairs: Mapping[str, PairNetwork] | None = None,
 ) -> list[MeshGateway]:
     """Every site's gateway and first nodes, ready for :class:`resinfra.netlab.Lab`.
 
     + plan: the address plan by site name
     + strongswan: for strongSwan sites, (public address, rendered swanctl.conf) by site name
     + clouds: the emulated clouds by site name
+    + pairs: for gateway pairs, their members by site name (:func:`resinfra.lab.pairs.pair_network`)
     """
     gateways = []
     for name, addresses in plan.items():
         prefix = addresses.subnet.prefixlen
         nodes = tuple(ipaddress.IPv4Interface(f"{w.private_ip}/{prefix}") for w in addresses.workers[:nodes_per_site])
+        if pairs and name in pairs:
+            gateways.append(MeshGateway(name, LabSite(name, (), network_lan(addresses), nodes, pair=pairs[name])))
+            continue
         if name in strongswan:
             assert addresses.gateway_vm is not None
             public, text = strongswan[name]
@@ -58,6 +64,7 @@ def mesh_gateways(
         cloud = clouds[name]
         gateways.append(MeshGateway(name, LabSite(name, cloud.public_ips, cloud.lan, nodes, cloud=cloud.network)))
     public = [ip for g in gateways for ip in g.lab_site.public_ips]
+    public += [m.public_ip for g in gateways if g.lab_site.pair for m in g.lab_site.pair.members]
     clashes = sorted({ip for ip in public if public.count(ip) > 1})
     if clashes:
         raise LabError(f"two sites share public addresses {clashes}: the lab's underlay needs each once (see resinfra/lab/changes.py)")
@@ -75,7 +82,8 @@ def run_gateways(run: OfflineRun, nodes_per_site: int = 1) -> list[MeshGateway]:
             strongswan[name] = (run.outputs["sites"][name]["gateway"]["publicIps"][0], text)
     descriptions = with_lab_bgp_timers([json.loads(f.content) for f in run.files if f.purpose == "managed-ipsec"])
     clouds = emulate(descriptions, run.result.plan)
-    return mesh_gateways(run.result.plan, strongswan, clouds, nodes_per_site)
+    pairs = {name: pair_network(run, name) for name, addresses in run.result.plan.items() if addresses.pair is not None}
+    return mesh_gateways(run.result.plan, strongswan, clouds, nodes_per_site, pairs)
 
 
 def start_mesh(lab: Lab, gateways: Sequence[MeshGateway]) -> None:
@@ -87,7 +95,7 @@ def start_mesh(lab: Lab, gateways: Sequence[MeshGateway]) -> None:
 def start_gateways(lab: Lab, gateways: Sequence[MeshGateway]) -> None:
     """Start every strongSwan gateway's charon and every cloud's tunnels and BGP speakers (the lab is built)."""
     for gateway in gateways:
-        if gateway.lab_site.cloud is None:
+        if gateway.lab_site.cloud is None and gateway.lab_site.pair is None:
             lab.start_charon(gateway.site, gateway.swanctl)
     for gateway in gateways:
         if gateway.lab_site.cloud is not None:

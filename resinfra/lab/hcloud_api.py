@@ -110,7 +110,9 @@ class Project:
         s = self.settings
         route = [f"{ip}/32", "via", s.servers[server], "dev", s.underlay_device] if server is not None else ["unreachable", f"{ip}/32"]
         for ns in s.underlay_namespaces:
-            subprocess.run(["ip", "-n", ns, "route", "replace", *route], check=True, capture_output=True)
+            # Not checked: a namespace being re-created (a VM replaced) is missing for a moment; the lab routes the
+            # Floating IP in it when it is back (resinfra.lab.pairs.recreate_member).
+            subprocess.run(["ip", "-n", ns, "route", "replace", *route], check=False, capture_output=True)
 
     def route_network(self, destination: str, gateway: str | None) -> None:
         ns = self.settings.network_namespace

@@ -41,6 +41,8 @@ def places(lab: Lab) -> dict[str, Place]:
         if site.cloud is not None:
             spaces += [Place(lab.gw_ns(lab.part_key(site.key, r.key)), site.key) for r in site.cloud.routers]
             spaces += [Place(lab.gw_ns(lab.part_key(site.key, t.key)), site.key, t.peer) for t in site.cloud.tunnels]
+        if site.pair is not None:
+            spaces += [Place(lab.gw_ns(m.key), site.key) for m in site.pair.members]
     found: dict[str, Place] = {}
     for place in spaces:
         for line in run("ip", "-n", place.namespace, "-o", "-4", "addr", "show", check=False).stdout.splitlines():

@@ -20,6 +20,7 @@ from resinfra.healer.alerts import format_time
 from resinfra.healer.settings import HealerSettings
 from resinfra.lab import changes
 from resinfra.lab.gateways import MeshGateway, run_gateways
+from resinfra.lab.pairs import member_key
 from resinfra.lab.state import MachinePlace
 from resinfra.naming import stem
 from resinfra.netlab import Lab
@@ -88,7 +89,7 @@ class LabPlan:
             if cloud is not None:
                 parts = [r.key for r in cloud.routers] + [t.key for t in cloud.tunnels]
                 names += [f"{self.name}-{Lab.part_key(gateway.site, part)}" for part in parts]
-            names += [m.namespace for m in self.machines if m.site == gateway.site and m.own_namespace]
+            names += [m.namespace for m in self.machines if m.site == gateway.site and (m.own_namespace or m.paired)]
         return names
 
 
@@ -105,8 +106,8 @@ def lab_plan(run: OfflineRun, name: str, root: Path) -> LabPlan:
     + root: the lab's state directory
 
     Per site one gateway namespace (the strongSwan gateway VM's, or the cloud's network, with
-    a namespace per gateway instance and per tunnel behind it); every worker and the resinfra
-    VM get their own namespace behind it.
+    a namespace per gateway instance and per tunnel behind it, or a pair's network with a
+    namespace per gateway VM); every worker and the tooling VM get their own namespace behind it.
     """
     prefix = run.config.prefix
     user_data = {f.machine: f.content for f in run.files if f.purpose == "cloud-init"}
@@ -123,9 +124,20 @@ def lab_plan(run: OfflineRun, name: str, root: Path) -> LabPlan:
         gateways.append(dataclasses.replace(gateway, lab_site=site))
         # A gateway VM is its site's gateway namespace; the others have their own, behind it.
         placed = [(site_plan.gateway_vm, f"{name}-{gateway.site}", None)] if site_plan.gateway_vm is not None else []
+        # A pair's members have their own namespaces beside the site's network (resinfra.lab.pairs).
+        placed += [(m, f"{name}-{member_key(gateway.site, k)}", None) for k, m in enumerate(site_plan.gateway_vms if site_plan.pair else (), start=1)]
         placed += [(m, f"{name}-{gateway.site}-{suffix}", i) for i, (m, suffix) in enumerate(zip(own, site.node_names, strict=True), start=1)]
         machines += [
-            LabMachine(name=m.name, site=gateway.site, role=m.role, private_ip=str(m.private_ip), namespace=ns, node_index=i, user_data=user_data[m.name])
+            LabMachine(
+                name=m.name,
+                site=gateway.site,
+                role=m.role,
+                private_ip=str(m.private_ip),
+                namespace=ns,
+                node_index=i,
+                paired=site_plan.pair is not None and m.role is Role.GATEWAY,
+                user_data=user_data[m.name],
+            )
             for m, ns, i in placed
         ]
     production = stack.monitoring_plan(run.config, run.result.sites)

@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from resinfra.addressing import Role
-from resinfra.netlab import CloudNetwork, Lab, LabSite
+from resinfra.netlab import CloudNetwork, Lab, LabSite, PairNetwork
 
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
@@ -56,6 +56,8 @@ class SiteRecord(_Model):
     node_names: list[str]
     cloud: CloudNetwork | None = None
     """An emulated cloud's network (Azure, GCP): its tunnels' swanctl.conf, routes and BGP speakers."""
+    pair: PairNetwork | None = None
+    """A gateway pair's members (``gateways: 2``)."""
     failed_routers: list[str] = []
     """Gateway instances killed (``lab kill-instance``) and not revived."""
 
@@ -72,6 +74,7 @@ class SiteRecord(_Model):
             nodes=tuple(ipaddress.IPv4Interface(n) for n in self.nodes),
             node_names=tuple(self.node_names),
             cloud=self.cloud,
+            pair=self.pair,
         )
 
     @staticmethod
@@ -83,6 +86,7 @@ class SiteRecord(_Model):
             nodes=[str(n) for n in site.nodes],
             node_names=list(site.node_names),
             cloud=site.cloud,
+            pair=site.pair,
         )
 
 
@@ -96,6 +100,8 @@ class MachinePlace(_Model):
     namespace: str
     node_index: int | None
     """Its index among its site's lab nodes (its own namespace); None for a gateway VM, which is its site's gateway namespace."""
+    paired: bool = False
+    """One of a gateway pair: a namespace of its own (``<lab>-<site>-gw-<k>``) with charon and keepalived (:mod:`resinfra.lab.pairs`)."""
 
     @property
     def own_namespace(self) -> bool:
@@ -155,6 +161,7 @@ class LabState(_Model):
     def netlab(self) -> Lab:
         """The namespaces and gateways as :class:`resinfra.netlab.Lab` sees them (for swanctl, pings, nodes, uplinks)."""
         failed = {Lab.part_key(s.key, r) for s in self.sites for r in s.failed_routers}
+        failed |= {m.namespace.removeprefix(f"{self.name}-") for m in self.machines.values() if m.paired and m.dead}
         return Lab(self.name, self.net_dir, sites={s.key: s.lab_site() for s in self.sites}, detach=True, failed=failed)
 
     def machine(self, name: str) -> MachineRecord:

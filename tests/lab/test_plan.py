@@ -222,7 +222,7 @@ def test_test_labs_of_parallel_workers_have_valid_distinct_names(monkeypatch: py
     pytest-xdist workers or two modules, with the longest names a user may give."""
     from tests.conftest import lab_name_for_tests
 
-    modules = [("RESINFRA_TEST_LAB_NAME", "rlt", ""), ("RESINFRA_TEST_LAB_NAME", "rlt", "x"), ("RESINFRA_TEST_LAB_NAME", "rlt", "p")]
+    modules = [("RESINFRA_TEST_LAB_NAME", "rlt", s) for s in ("", "x", "p", "g")]
     modules += [("RESINFRA_TEST_MESH_LAB_NAME", "rmt", ""), ("RESINFRA_TEST_MESH_LAB_NAME", "rmt", "o")]
     for given in (None, ("flab", "fmesh"), ("labsix", "meshsx")):
         names = []
@@ -237,3 +237,36 @@ def test_test_labs_of_parallel_workers_have_valid_distinct_names(monkeypatch: py
             names += [lab_name_for_tests(*module) for module in modules]
         assert all(re.fullmatch(NAME_PATTERN, name) for name in names), names
         assert len(set(names)) == len(names), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_a_pair_site_gets_its_network_and_two_member_namespaces() -> None:
+    """``gateways: 2``: the site's namespace plays its network (``.1``), each member has its own namespace and underlay
+    port; the Proxmox VRRP address moves by ARP, the Hetzner Floating IP by the emulated API's routes."""
+    values = dev_config()
+    for site in values["resinfra:sites"]:
+        if site["provider"] in ("hetzner", "proxmox"):
+            site["gateways"] = 2
+    run = run_offline(changes.with_lab_addresses(values)[0], stack_name="dev")
+    plan = lab_plan(run, "rlx", ROOT)
+    namespaces = plan.namespaces()
+    assert len(set(namespaces)) == len(namespaces)
+    ports = [Lab.wan_port(m.key) for g in plan.gateways if g.lab_site.pair for m in g.lab_site.pair.members]
+    ports += [Lab.wan_port(g.site) for g in plan.gateways if not g.lab_site.pair]
+    assert len(set(ports)) == len(ports) and all(len(p) <= 15 for p in ports)
+    for name in ("hetzner", "proxmox"):
+        gateway = next(g for g in plan.gateways if g.site == name)
+        pair = gateway.lab_site.pair
+        assert pair is not None and gateway.lab_site.public_ips == () and gateway.swanctl == ""
+        subnet = run.result.plan[name].subnet
+        assert gateway.lab_site.lan.ip == subnet.network_address + 1
+        members = sorted((m for m in plan.machines if m.site == name and m.role is Role.GATEWAY), key=lambda m: m.name)
+        assert [m.paired for m in members] == [True, True] and [m.namespace for m in members] == [f"rlx-{name}-gw-1", f"rlx-{name}-gw-2"]
+        assert all(m.namespace in namespaces for m in members)
+        assert [m.key for m in pair.members] == [f"{name}-gw-1", f"{name}-gw-2"]
+        assert [m.lan.split("/")[0] for m in pair.members] == [m.private_ip for m in members]
+        shared = run.outputs["sites"][name]["gateway"]["publicIps"]
+        if name == "hetzner":
+            assert pair.routed_addresses == tuple(shared) and pair.arp_addresses == ()
+            assert pair.lan_routes == ((run.config.supernet, str(subnet.network_address + 1)),)
+        else:
+            assert pair.arp_addresses == tuple(shared) and pair.routed_addresses == () and pair.lan_routes == ()
