@@ -29,6 +29,7 @@ def report(**changes: Any) -> dict[str, Any]:
         "partitioned": [],
         "partitionedSeconds": {},
         "failedInstances": {},
+        "gatewayPairs": {},
         "tunnels": {"hetzner": {"hetzner-proxmox": True}, "proxmox": {"hetzner-proxmox": True}},
         "tunnelSites": {"hetzner": "hetzner", "proxmox": "proxmox"},
         "expectedTunnels": 1,
