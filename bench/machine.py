@@ -40,6 +40,13 @@ def bytecode_state() -> str:
     return f"SDK bytecode {cached}; {writes}"
 
 
+def busy_and_total_ticks() -> tuple[int, int]:
+    """The machine's CPU time since boot, busy and in all, in clock ticks (the first line of /proc/stat)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def describe() -> str:
     one, five, fifteen = load_average()
     return (
@@ -57,13 +64,17 @@ class LoadSampler:
     samples: list[float] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _ticks_at_start: tuple[int, int] = (0, 0)
+    _ticks_at_end: tuple[int, int] = (0, 0)
 
     def __enter__(self) -> LoadSampler:
+        self._ticks_at_start = busy_and_total_ticks()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._ticks_at_end = busy_and_total_ticks()
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -78,7 +89,12 @@ class LoadSampler:
         if not self.samples:
             return "load during the run: not sampled"
         mean = sum(self.samples) / len(self.samples)
-        return f"load during the run (1-min average, every {self.interval:.0f} s): mean {mean:.2f}, max {max(self.samples):.2f}, n={len(self.samples)}"
+        busy = self._ticks_at_end[0] - self._ticks_at_start[0]
+        total = self._ticks_at_end[1] - self._ticks_at_start[1]
+        cores = os.cpu_count() or 1
+        # Every process on the machine counts, the suite's daemons (charon, Prometheus, ...) included.
+        used = f"; CPU busy {busy / os.sysconf('SC_CLK_TCK'):.0f} cpu-s, {cores * busy / total:.2f} of {cores} cores on average" if total else ""
+        return f"load during the run (1-min average, every {self.interval:.0f} s): mean {mean:.2f}, max {max(self.samples):.2f}, n={len(self.samples)}{used}"
 
 
 def stamp() -> str:

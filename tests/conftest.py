@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import scheduling
+
 ROOT = Path(__file__).resolve().parent.parent
 STRICT_ENV = "RESINFRA_NO_SKIP"
 """Set by .ci/run: a test that would skip (missing tool, not root) fails instead."""
@@ -61,24 +63,26 @@ SLOW_DIRECTORIES = ("tests/lab/", "tests/integration/", "tests/engine/")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The modules whose tests share a fixture wider than one test (a lab, running daemons, an engine project) are
-    the slow ones: they go first (labs, daemons and engine projects before the others), so that under
-    ``--dist loadscope`` (a module to one worker, its fixture set up once; ``--no-loadscope-reorder`` keeps this
-    order) the long ones start at once while the quick ones fill the other workers."""
-    shared = set()
+    """The modules longest first (as measured, ``tests/module_seconds.json``; a module not measured yet is guessed
+    slow when it shares a lab, daemons or an engine project), so that under ``--dist loadscope`` (a module to one
+    worker, its fixture set up once; ``--no-loadscope-reorder`` keeps this order) the long ones start at once while
+    the quick ones fill the gaps (``tests/scheduling.py``)."""
+    slow = set()
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         definitions = info.name2fixturedefs.values() if info is not None else []
-        if any(d.scope in SHARED_SCOPES for defs in definitions for d in defs):
-            shared.add(item.nodeid.split("::")[0])
+        module = scheduling.module_of(item.nodeid)
+        if module.startswith(SLOW_DIRECTORIES) and any(d.scope in SHARED_SCOPES for defs in definitions for d in defs):
+            slow.add(module)
+    table = scheduling.measured_seconds()
+    items.sort(key=lambda item: -scheduling.expected_seconds(scheduling.module_of(item.nodeid), scheduling.module_of(item.nodeid) in slow, table))
 
-    def rank(item: pytest.Item) -> int:
-        module = item.nodeid.split("::")[0]
-        if module not in shared:
-            return 2
-        return 0 if module.startswith(SLOW_DIRECTORIES) else 1
 
-    items.sort(key=rank)  # stable: the order within a rank stays
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` with the longest modules first and none queued behind another (``tests/scheduling.py``)."""
+    if config.getoption("dist") != "loadscope":
+        return None
+    return scheduling.LongestFirstScopeScheduling(config, log)
 
 
 def require_root() -> None:
