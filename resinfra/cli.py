@@ -10,12 +10,15 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from resinfra import config, cost, images
-from resinfra.offline import OFFLINE_SECRET_PLACEHOLDER, OfflineRun, placeholder_for, run_offline, with_secret_placeholders
+# The program, its SDKs and pydantic load only in the commands that need them (about a CPU second): `resinfra lab
+# partition` or `resinfra heal` must not pay for `resinfra plan`'s imports.
+if TYPE_CHECKING:
+    from resinfra import config
+    from resinfra.offline import OfflineRun
 
 EXIT_BAD_CONFIG = 2
 
@@ -49,6 +52,9 @@ def read_stack_config(path: Path) -> tuple[dict[str, Any], list[str]]:
 
     Returns the values and the keys that were secret.
     """
+    from resinfra.config import plaintext_secret_warnings
+    from resinfra.offline import placeholder_for
+
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -58,7 +64,7 @@ def read_stack_config(path: Path) -> tuple[dict[str, Any], list[str]]:
     values = document.get("config") if isinstance(document, dict) else None
     if not isinstance(values, dict):
         raise StackFileError(f"{path}: has no 'config:' map of stack settings")
-    for warning in config.plaintext_secret_warnings(values):
+    for warning in plaintext_secret_warnings(values):
         print(f"resinfra: warning: {warning}", file=sys.stderr)
     secret_keys = []
     for key, value in list(values.items()):
@@ -88,6 +94,8 @@ def _holds_secure(value: Any) -> bool:
 
 
 def _replace_secure(value: Any) -> Any:
+    from resinfra.offline import OFFLINE_SECRET_PLACEHOLDER
+
     if _is_secure(value):
         return OFFLINE_SECRET_PLACEHOLDER
     if isinstance(value, dict):
@@ -103,6 +111,8 @@ def _replace_secure(value: Any) -> Any:
 
 def plan_report(run: OfflineRun, stack: str, source: Path, seconds: float) -> dict[str, Any]:
     """The data ``resinfra plan`` prints (as text or ``--json``)."""
+    from resinfra import cost
+
     cfg = run.config
     components = []
     for comp in (r for r in run.resources if r.type.startswith("resinfra:")):
@@ -200,6 +210,8 @@ def format_placeholders(refused: list[dict[str, str]], notes: list[dict[str, str
 
 def image_rows(run: OfflineRun) -> list[dict[str, str]]:
     """Per site and role: the image mode, how the image is named to the provider, and the role's provisioning digest."""
+    from resinfra import images
+
     return [
         {
             "site": site,
@@ -289,6 +301,8 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 
 def run_stack(args: argparse.Namespace) -> tuple[OfflineRun, str, Path, float]:
     """Read the stack file and run the program offline. Raises StackFileError/ConfigError."""
+    from resinfra.offline import run_offline
+
     stack, path = stack_file(args.stack, args.config_file)
     values, secret_keys = read_stack_config(path)
     started = time.perf_counter()
@@ -383,6 +397,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 def stack_config_from(ref: str) -> tuple[str, config.StackConfig]:
     """A stack config from a file path or a stack name (``Pulumi.NAME.yaml`` in the project),
     validated; secrets are never read (placeholders)."""
+    from resinfra import config
+    from resinfra.offline import with_secret_placeholders
+
     path = Path(ref)
     stack, path = stack_file(None, ref) if path.is_file() else stack_file(ref, None)
     values, _ = read_stack_config(path)
@@ -391,6 +408,8 @@ def stack_config_from(ref: str) -> tuple[str, config.StackConfig]:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
+    from resinfra import cost
+
     _, base_cfg = stack_config_from(args.base)
     _, head_cfg = stack_config_from(args.head)
     report = cost.diff_report(cost.estimate(base_cfg), cost.estimate(head_cfg), args.base, args.head)
@@ -439,7 +458,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (config.ConfigError, StackFileError, OutputDirError) as err:
+    except Exception as err:
+        from resinfra.config import ConfigError
+
+        if not isinstance(err, (ConfigError, StackFileError, OutputDirError)):
+            raise
         print(f"resinfra: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
 

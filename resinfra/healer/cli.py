@@ -13,16 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from resinfra.healer.act import CommandActuator, PulumiActuator, PulumiCliMissing, StackRef, require_pulumi_cli
-from resinfra.healer.alerts import PayloadError
-from resinfra.healer.inventory import InventoryError, load_inventory
-from resinfra.healer.journal import Journal, JournalDamaged, acknowledge
-from resinfra.healer.observe import AuditLog, Metrics, Notifier
-from resinfra.healer.receiver import Receiver
-from resinfra.healer.service import EarlierActionRunning, FileInventory, Healer, InventorySource, StackInventory
-from resinfra.healer.settings import load_settings, policy_settings, read_environment_file, read_secret_file
-from resinfra.healer.simulate import DEFAULT_REPAIR_SECONDS, format_steps, parse_arrivals, simulate, steps_json
+# The service's modules (Tornado, SQLite, pydantic, the Automation API) load in the command that runs it: every
+# `resinfra` command builds this parser, and `resinfra lab ...` must not pay for them.
+if TYPE_CHECKING:
+    from resinfra.healer.receiver import Receiver
+    from resinfra.healer.service import Healer
 
 EXIT_USAGE = 2
 DEFAULT_SETTINGS = "/etc/resinfra-healer/healer.json"
@@ -44,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], stack_a
     sim.add_argument("--inventory", required=True, help="JSON as `pulumi stack output inventory --json` prints it (optional `created` per machine)")
     sim.add_argument("--alerts", required=True, help='JSON list of {"receivedAt": RFC 3339, "payload": <Alertmanager webhook body>} in time order')
     sim.add_argument("--json", action="store_true", help="machine-readable output")
-    sim.add_argument("--repair-seconds", type=float, default=DEFAULT_REPAIR_SECONDS, help="how long a simulated repair takes (default 300)")
+    sim.add_argument("--repair-seconds", type=float, help="how long a simulated repair takes (default 300)")
     stack_args(sim)
     sim.set_defaults(func=cmd_simulate)
     ack = heal_sub.add_parser(
@@ -58,6 +55,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], stack_a
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from resinfra.cli import stack_config_from
+    from resinfra.healer.alerts import PayloadError
+    from resinfra.healer.inventory import InventoryError, load_inventory
+    from resinfra.healer.settings import policy_settings
+    from resinfra.healer.simulate import DEFAULT_REPAIR_SECONDS, format_steps, parse_arrivals, simulate, steps_json
 
     _, cfg = stack_config_from(args.config_file or args.stack or "dev")
     try:
@@ -66,7 +67,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         inventory = load_inventory(Path(args.inventory).read_text())
         source = f"--alerts {args.alerts}"
         arrivals = parse_arrivals(_json_file(Path(args.alerts)))
-        steps = simulate(inventory, arrivals, policy_settings(cfg.healer), repair_seconds=args.repair_seconds)
+        steps = simulate(
+            inventory, arrivals, policy_settings(cfg.healer), repair_seconds=DEFAULT_REPAIR_SECONDS if args.repair_seconds is None else args.repair_seconds
+        )
     except (InventoryError, PayloadError, OSError) as err:
         print(f"resinfra heal simulate: {source}: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -75,6 +78,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _json_file(path: Path) -> object:
+    from resinfra.healer.alerts import PayloadError
+
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -82,6 +87,9 @@ def _json_file(path: Path) -> object:
 
 
 def cmd_acknowledge_journal(args: argparse.Namespace) -> int:
+    from resinfra.healer.journal import acknowledge
+    from resinfra.healer.settings import load_settings
+
     try:
         settings = load_settings(args.settings)
     except (ValueError, OSError) as err:
@@ -96,6 +104,13 @@ def cmd_acknowledge_journal(args: argparse.Namespace) -> int:
 
 def build_healer(args: argparse.Namespace) -> tuple[Healer, Receiver]:
     """The service from its settings file and the command line (raises PulumiCliMissing before anything starts)."""
+    from resinfra.healer.act import CommandActuator, PulumiActuator, StackRef, require_pulumi_cli
+    from resinfra.healer.journal import Journal
+    from resinfra.healer.observe import AuditLog, Metrics, Notifier
+    from resinfra.healer.receiver import Receiver
+    from resinfra.healer.service import FileInventory, Healer, InventorySource, StackInventory
+    from resinfra.healer.settings import load_settings, policy_settings, read_environment_file, read_secret_file
+
     if not args.action_command:
         # First of all: without the CLI the Automation API fails only at the first repair.
         require_pulumi_cli()
@@ -144,6 +159,10 @@ EXIT_EARLIER_ACTION = 3
 
 
 def cmd_heal(args: argparse.Namespace) -> int:
+    from resinfra.healer.act import PulumiCliMissing
+    from resinfra.healer.journal import JournalDamaged
+    from resinfra.healer.service import EarlierActionRunning
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         healer, receiver = build_healer(args)
