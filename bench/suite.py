@@ -33,7 +33,8 @@ def record(measured: Path, machine: str) -> None:
     table: dict[str, Any] = json.loads(MODULE_SECONDS.read_text()) if MODULE_SECONDS.exists() else {"seconds": {}}
     table["seconds"].update({module: round(seconds, 1) for module, seconds in json.loads(measured.read_text()).items()})
     table["measured"] = f"bench/suite.py --record, {stamp()}; {machine}"
-    table["seconds"] = dict(sorted(table["seconds"].items(), key=lambda item: -item[1]))
+    kept = {module: seconds for module, seconds in table["seconds"].items() if (ROOT / module).is_file()}  # a module gone is dropped
+    table["seconds"] = dict(sorted(kept.items(), key=lambda item: -item[1]))
     MODULE_SECONDS.write_text(json.dumps(table, indent=1) + "\n")
     print(f"== recorded {len(table['seconds'])} modules' times in {MODULE_SECONDS.relative_to(ROOT)}", flush=True)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -259,3 +261,22 @@ def test_render_refuses_a_directory_holding_other_files(tmp_path: Path, capsys: 
     err = capsys.readouterr().err
     assert f"--out {tmp_path}" in err and "Fix:" in err and "notes.txt" in err, err
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"], "nothing written, nothing removed"
+
+
+THE_PROGRAMS_IMPORTS = ("pulumi", "pulumi_gcp", "pulumi_azure_native", "pulumi_hcloud", "pulumi_proxmoxve", "pydantic", "tornado", "jinja2")
+"""What running the program or the healer service loads: about a CPU second per process on a small machine."""
+
+
+def modules_loaded_by(code: str) -> set[str]:
+    """The top-level packages a fresh interpreter has loaded after running ``code``."""
+    listing = "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code + listing], capture_output=True, text=True, check=True, cwd=Path(cli.__file__).parent.parent)
+    return {name.split(".")[0] for name in json.loads(done.stdout.splitlines()[-1])}
+
+
+def test_every_command_is_parsed_without_loading_the_program() -> None:
+    # `resinfra lab partition`, `lab heal`, `lab kill` and the healer's lab action run as processes of their own, many
+    # times in a lab session: they must not pay for `resinfra plan`'s imports to read their command line.
+    loaded = modules_loaded_by("from resinfra import cli\ncli.build_parser().parse_args(['lab', 'partition', 'gcp'])")
+    heavy = sorted(loaded & set(THE_PROGRAMS_IMPORTS))
+    assert heavy == [], f"parsing a lab command loaded {heavy}"
