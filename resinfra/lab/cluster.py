@@ -53,8 +53,11 @@ from resinfra.lab.state import (
 )
 from resinfra.mesh.crypto import DPD_DELAY_SECONDS
 from resinfra.monitoring_local import NODE_EXPORTER_BIN
-from resinfra.netlab import CHARON, Lab, LabError, run, wait_for
-from resinfra.netlab import dead_peer_seconds as netlab_dead_peer_seconds
+from resinfra.netlab import Lab, LabError, run, wait_for
+from resinfra.netlab.charon import CHARON
+from resinfra.netlab.charon import dead_peer_seconds as netlab_dead_peer_seconds
+from resinfra.netlab.cloud_network import set_router, start_cloud
+from resinfra.netlab.pair_members import remove_pair_member
 from resinfra.render.cloud_init import NODE_EXPORTER_UNIT
 from resinfra.render.monitoring import Endpoint
 from resinfra.render.tooling_units import tooling_services
@@ -736,7 +739,7 @@ def replace(name: str, machine_name: str, boot_seconds: float = changes.REPLACE_
                     os.kill(pid, signal.SIGKILL)
             lab.remove_node(machine.site, machine.node_index)
         elif machine.paired:
-            lab.remove_pair_member(machine.site, machine.namespace.removeprefix(f"{lab.name}-"))
+            remove_pair_member(lab, machine.site, machine.namespace.removeprefix(f"{lab.name}-"))
         machine.dead = True
     time.sleep(boot_seconds)
     # A cloud slow to answer (as the engine emulators' RESINFRA_EMULATOR_HOLD): tests hold a repair in flight this way
@@ -785,7 +788,7 @@ def set_instance(name: str, site: str, instance: int, alive_: bool) -> str:
         parts = [Lab.part_key(site, key), *(Lab.part_key(site, t.key) for t in record.cloud.tunnels_of(key))]
         # Its links go first: a killed process's sockets close, and nothing of a dead instance (a BGP session's FIN)
         # may reach its peers.
-        lab.set_router(site, key, alive_)
+        set_router(lab, site, key, alive_)
         for part in parts:
             for kind in ("charon", "bird"):
                 process = state.processes.pop(f"{part}/{kind}", None)
@@ -793,7 +796,7 @@ def set_instance(name: str, site: str, instance: int, alive_: bool) -> str:
                     stop(process, grace=0, sig=signal.SIGKILL)
         record.failed_routers = sorted(set(record.failed_routers) - {key} | (set() if alive_ else {key}))
     if alive_:
-        lab.start_cloud(site, key)
+        start_cloud(lab, site, key)
         record_daemons(lab, root)
     return key
 
