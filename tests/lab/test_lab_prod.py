@@ -16,7 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from resinfra.lab import failover
-from resinfra.lab.cluster import audit_events, root_of, tunnel_report
+from resinfra.lab.observe import audit_events, tunnel_report
+from resinfra.lab.preconditions import root_of
 from resinfra.lab.state import LabState, load
 from resinfra.netlab import wait_for
 from resinfra.netlab.pair_members import pair_carrier
