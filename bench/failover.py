@@ -28,8 +28,12 @@ import yaml
 from common import ROOT, summary
 
 from resinfra.lab import changes, outages
-from resinfra.lab.cluster import down, load, replace, root_of, targets_healthy, up
+from resinfra.lab.actions import replace
+from resinfra.lab.cluster import down, up
+from resinfra.lab.observe import targets_healthy
 from resinfra.lab.pairs import pair_states
+from resinfra.lab.preconditions import root_of
+from resinfra.lab.state import load
 from resinfra.netlab import wait_for
 
 NAME = os.environ.get("RESINFRA_BENCH_LAB_NAME", "rlb")

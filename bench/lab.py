@@ -26,8 +26,11 @@ from common import ROOT, summary
 from resinfra.addressing import Role
 from resinfra.healer.observe import audit_alert
 from resinfra.lab import changes, failover
-from resinfra.lab.cluster import audit_events, down, kill, load, root_of, set_instance, set_partition, targets_healthy, tunnels_up, wait_for_event
-from resinfra.lab.state import LabState
+from resinfra.lab.actions import kill, set_instance, set_partition
+from resinfra.lab.cluster import down
+from resinfra.lab.observe import audit_events, targets_healthy, tunnels_up, wait_for_event
+from resinfra.lab.preconditions import root_of
+from resinfra.lab.state import LabState, load
 from resinfra.netlab import wait_for
 
 NAME = os.environ.get("RESINFRA_BENCH_LAB_NAME", "rlb")

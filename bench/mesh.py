@@ -18,7 +18,8 @@ from pathlib import Path
 
 from resinfra.lab import changes
 from resinfra.lab.gateways import run_gateways, start_gateways
-from resinfra.netlab import Lab, require_tools, wait_for
+from resinfra.netlab import Lab, wait_for
+from resinfra.netlab.lab import require_tools
 from resinfra.offline import run_offline
 
 ROOT = Path(__file__).resolve().parent.parent

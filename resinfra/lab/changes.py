@@ -23,7 +23,7 @@ healer listen on the tooling VM) are the production ones. What differs:
    with real ones, and what GCP refuses as a VPN peer; the lab replaces them with addresses of its
    own underlay (:func:`with_lab_addresses`) before the program runs.
 8. **IKE and BGP retries**: every charon retransmits after 1 s, 1.4 s, ... four times
-   (``resinfra.netlab.STRONGSWAN_CONF``; strongSwan's defaults: 4 s, five times, growing 1.8 times,
+   (``resinfra.netlab.charon.STRONGSWAN_CONF``; strongSwan's defaults: 4 s, five times, growing 1.8 times,
    about 165 s before a peer is declared dead), and every BGP speaker reconnects every 2 s (bird's
    default: 120 s). The clouds' own retry timers are not documented.
 9. **BGP hold time**: the GCP Cloud Router keeps its default keepalive of 20 s (hold 60 s) instead of

@@ -95,7 +95,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from resinfra.lab.cluster import format_status, status_report
+    from resinfra.lab.status import format_status, status_report
 
     report = status_report(args.name)
     print(json.dumps(report, indent=2) if args.json else format_status(report))
@@ -103,7 +103,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
-    from resinfra.lab.cluster import kill
+    from resinfra.lab.actions import kill
 
     machine = kill(args.name, args.machine)
     print(f"killed {machine.name} ({machine.role.value} on {machine.site}): its processes are gone and its network is down")
@@ -114,8 +114,8 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
 def takeover(name: str, site: str, timeout: float = 30) -> str:
     """Which gateway of ``site``'s pair took over after a kill (waited for while the partner lives)."""
-    from resinfra.lab.cluster import root_of
     from resinfra.lab.pairs import active_member
+    from resinfra.lab.preconditions import root_of
     from resinfra.lab.state import load
     from resinfra.netlab import LabError, wait_for
 
@@ -132,7 +132,7 @@ def takeover(name: str, site: str, timeout: float = 30) -> str:
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
-    from resinfra.lab.cluster import set_partition
+    from resinfra.lab.actions import set_partition
 
     set_partition(args.name, args.site, True)
     print(f"site {args.site} is cut off: its gateway has no uplink (lab heal {args.site} restores it)")
@@ -140,7 +140,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
 
 def cmd_heal(args: argparse.Namespace) -> int:
-    from resinfra.lab.cluster import set_partition
+    from resinfra.lab.actions import set_partition
 
     set_partition(args.name, args.site, False)
     print(f"site {args.site}'s uplink is restored")
@@ -148,7 +148,7 @@ def cmd_heal(args: argparse.Namespace) -> int:
 
 
 def cmd_kill_instance(args: argparse.Namespace) -> int:
-    from resinfra.lab.cluster import set_instance
+    from resinfra.lab.actions import set_instance
 
     key = set_instance(args.name, args.site, args.instance, alive_=False)
     print(f"{args.site}'s gateway instance {args.instance} ({key}) is dead: its tunnels and BGP sessions are gone (lab revive-instance restores it)")
@@ -156,7 +156,7 @@ def cmd_kill_instance(args: argparse.Namespace) -> int:
 
 
 def cmd_revive_instance(args: argparse.Namespace) -> int:
-    from resinfra.lab.cluster import set_instance
+    from resinfra.lab.actions import set_instance
 
     key = set_instance(args.name, args.site, args.instance, alive_=True)
     print(f"{args.site}'s gateway instance {args.instance} ({key}) is back: its tunnels and BGP sessions are starting")
@@ -164,7 +164,7 @@ def cmd_revive_instance(args: argparse.Namespace) -> int:
 
 
 def cmd_restart_healer(args: argparse.Namespace) -> int:
-    from resinfra.lab.cluster import restart_healer
+    from resinfra.lab.actions import restart_healer
 
     record = restart_healer(args.name, crash=args.crash)
     print(f"healer {'killed' if args.crash else 'stopped'} and started again (pid {record.pid})")
@@ -172,7 +172,7 @@ def cmd_restart_healer(args: argparse.Namespace) -> int:
 
 
 def cmd_replace(args: argparse.Namespace) -> int:
-    from resinfra.lab.cluster import replace
+    from resinfra.lab.actions import replace
 
     machine_name = args.machine or os.environ.get(MACHINE_ENV)
     if not machine_name:
@@ -198,7 +198,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run a lab command; a usage problem exits 2 and a lab failure 1, each with its message."""
-    from resinfra.lab.cluster import LabUsageError
+    from resinfra.lab.preconditions import LabUsageError
     from resinfra.lab.state import LabStateError
     from resinfra.netlab import LabError
 

@@ -9,9 +9,11 @@ import itertools
 import re
 
 from resinfra.addressing import Role
-from resinfra.lab.cluster import load, ping, root_of, set_instance, tunnel_report
+from resinfra.lab.actions import set_instance
+from resinfra.lab.observe import ping, tunnel_report
 from resinfra.lab.paths import PathEvidence, burst, pair_path, sa_bytes
-from resinfra.lab.state import LabState, MachineRecord
+from resinfra.lab.preconditions import root_of
+from resinfra.lab.state import LabState, MachineRecord, load
 from resinfra.netlab import LabError, wait_for
 
 BURST = 200 * 1200

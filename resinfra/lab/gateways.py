@@ -14,7 +14,9 @@ from resinfra.addressing import SiteAddresses
 from resinfra.lab.changes import with_lab_bgp_timers
 from resinfra.lab.clouds import EmulatedCloud, emulate
 from resinfra.lab.pairs import network_lan, pair_network
-from resinfra.netlab import Lab, LabError, LabSite, PairNetwork
+from resinfra.netlab import Lab, LabError
+from resinfra.netlab.cloud_network import start_cloud
+from resinfra.netlab.topology import LabSite, PairNetwork
 
 if TYPE_CHECKING:
     from resinfra.offline import OfflineRun
@@ -99,4 +101,4 @@ def start_gateways(lab: Lab, gateways: Sequence[MeshGateway]) -> None:
             lab.start_charon(gateway.site, gateway.swanctl)
     for gateway in gateways:
         if gateway.lab_site.cloud is not None:
-            lab.start_cloud(gateway.site)
+            start_cloud(lab, gateway.site)

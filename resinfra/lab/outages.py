@@ -13,10 +13,12 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from resinfra.lab.cluster import kill, load, ping, root_of
+from resinfra.lab.actions import kill
 from resinfra.lab.failover import first_workers
+from resinfra.lab.observe import ping
 from resinfra.lab.pairs import active_member
-from resinfra.lab.state import LabState, MachineRecord
+from resinfra.lab.preconditions import root_of
+from resinfra.lab.state import LabState, MachineRecord, load
 from resinfra.netlab import LabError, wait_for
 
 PING_INTERVAL = 0.1

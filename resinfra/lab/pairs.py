@@ -5,7 +5,7 @@ A pair site's namespace ``<lab>-<site>`` plays the site's network: a Hetzner net
 (its routes to the other sites point at the member the API names), or a Proxmox bridge (its ``.1`` stands for the
 host's own address; the workers route the other sites through the pair's VRRP address, as rendered). Each member
 ``<lab>-<site>-gw-<k>`` has ``wan`` on the underlay (its own public address) and ``lan`` on that bridge
-(:meth:`resinfra.netlab.Lab.add_pair_member`). Every other site reaches a Proxmox pair's VRRP address by ARP
+(:func:`resinfra.netlab.pair_members.add_pair_member`). Every other site reaches a Proxmox pair's VRRP address by ARP
 (keepalived's gratuitous ARPs move it) and a Hetzner Floating IP through the member the emulated API assigned it to.
 
 Killing a member is a VM dying: every process in its namespace frozen, its links down, then SIGKILL (keepalived sends
@@ -30,7 +30,10 @@ from resinfra.failover.plan import FailoverLayout, GatewayFailover, Interface, p
 from resinfra.lab.changes import HCLOUD_ACTION_SECONDS
 from resinfra.lab.changes import LAB_FAILOVER_TOKEN as TOKEN
 from resinfra.lab.state import LabState, MachineRecord, ProcessRecord, alive, namespace_pids, record_of, spawn, write_atomic
-from resinfra.netlab import Lab, LabError, PairMember, PairNetwork, pin_reqids, run, wait_for
+from resinfra.netlab import Lab, LabError, run, wait_for
+from resinfra.netlab.charon import pin_reqids
+from resinfra.netlab.pair_members import add_pair_member, remove_pair_member
+from resinfra.netlab.topology import PairMember, PairNetwork
 from resinfra.render.failover import render_env, render_failover_script, render_keepalived
 
 if TYPE_CHECKING:
@@ -219,8 +222,8 @@ def recreate_member(lab: Lab, machine: MachineRecord) -> None:
     site = lab.site_of(key)
     for stale in Path(member_failover(machine).layout.textfile_dir).glob("*.prom"):
         stale.unlink()  # a new VM's disk: no gauge of the dead one's
-    lab.remove_pair_member(site, key)
-    lab.add_pair_member(site, key)
+    remove_pair_member(lab, site, key)
+    add_pair_member(lab, site, key)
     for other in lab.sites.values():
         if other.pair is None or not other.pair.routed_addresses or other.key == site:
             continue

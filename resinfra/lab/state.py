@@ -21,7 +21,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from resinfra.addressing import Role
-from resinfra.netlab import CloudNetwork, Lab, LabSite, PairNetwork
+from resinfra.netlab import Lab
+from resinfra.netlab.topology import CloudNetwork, LabSite, PairNetwork
 
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
@@ -47,7 +48,7 @@ class ProcessRecord(_Model):
 
 
 class SiteRecord(_Model):
-    """A site as :class:`resinfra.netlab.LabSite` describes it."""
+    """A site as :class:`resinfra.netlab.topology.LabSite` describes it."""
 
     key: str
     public_ips: list[str]

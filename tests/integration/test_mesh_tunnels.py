@@ -17,7 +17,8 @@ from resinfra.lab import changes
 from resinfra.lab.clouds import emulate
 from resinfra.lab.gateways import MeshGateway, mesh_gateways, read_descriptions, start_mesh
 from resinfra.lab.paths import pair_path
-from resinfra.netlab import CHARON, Lab, wait_for
+from resinfra.netlab import Lab, wait_for
+from resinfra.netlab.charon import CHARON
 from resinfra.offline import run_offline
 from tests.conftest import dev_config, lab_name_for_tests, require_root, require_tool
 

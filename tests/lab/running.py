@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from resinfra.lab import failover
-from resinfra.lab.cluster import missing_tools, ping, root_of
+from resinfra.lab.observe import ping
+from resinfra.lab.preconditions import missing_tools, root_of
 from resinfra.lab.state import LabState, load
 from resinfra.netlab import wait_for
 from tests.conftest import ROOT, require_root

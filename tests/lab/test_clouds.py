@@ -16,7 +16,7 @@ import pytest
 from resinfra.lab import changes
 from resinfra.lab.clouds import CloudRefusal, EmulatedCloud, emulate
 from resinfra.lab.clouds.gcp import RESERVED_PEER_RANGES, emulate_gcp
-from resinfra.netlab import SITE
+from resinfra.netlab.topology import SITE
 from resinfra.offline import OfflineRun, run_offline
 from tests.conftest import ROOT, dev_config
 

@@ -20,18 +20,9 @@ import pytest
 
 from resinfra.addressing import Role
 from resinfra.healer.observe import audit_alert
-from resinfra.lab.cluster import (
-    HOLD_REPLACE_FILE,
-    audit_events,
-    ping,
-    prometheus_query,
-    root_of,
-    scrape_targets,
-    targets_healthy,
-    tunnel_report,
-    tunnels_up,
-    wait_for_event,
-)
+from resinfra.lab.actions import HOLD_REPLACE_FILE
+from resinfra.lab.observe import audit_events, ping, prometheus_query, scrape_targets, targets_healthy, tunnel_report, tunnels_up, wait_for_event
+from resinfra.lab.preconditions import root_of
 from resinfra.lab.state import LabState, alive, existing_namespaces, load
 from resinfra.netlab import wait_for
 from tests.conftest import lab_name_for_tests

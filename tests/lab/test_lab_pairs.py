@@ -21,9 +21,10 @@ import pytest
 import yaml
 
 from resinfra.lab import outages
-from resinfra.lab.cluster import audit_events, prometheus_query, root_of, targets_healthy, wait_for_event
 from resinfra.lab.failover import apart, first_workers, tunnels_up
+from resinfra.lab.observe import audit_events, prometheus_query, targets_healthy, wait_for_event
 from resinfra.lab.pairs import TOKEN, active_member, member_failover, pair_states
+from resinfra.lab.preconditions import root_of
 from resinfra.lab.state import LabState, MachineRecord, load
 from resinfra.netlab import run, wait_for
 from tests.conftest import dev_config, lab_name_for_tests

@@ -16,7 +16,8 @@ import pytest
 
 from resinfra.addressing import Role
 from resinfra.healer.observe import audit_alert
-from resinfra.lab.cluster import audit_events, missing_tools, root_of, targets_healthy, tunnels_up, wait_for_event
+from resinfra.lab.observe import audit_events, targets_healthy, tunnels_up, wait_for_event
+from resinfra.lab.preconditions import missing_tools, root_of
 from resinfra.lab.state import LabState, load
 from resinfra.netlab import wait_for
 from tests.conftest import lab_name_for_tests, require_root

@@ -16,9 +16,11 @@ from collections.abc import Iterator
 import pytest
 
 from resinfra.lab import failover
-from resinfra.lab.cluster import audit_events, root_of, tunnel_report
+from resinfra.lab.observe import audit_events, tunnel_report
+from resinfra.lab.preconditions import root_of
 from resinfra.lab.state import LabState, load
 from resinfra.netlab import wait_for
+from resinfra.netlab.pair_members import pair_carrier
 from tests.conftest import lab_name_for_tests
 from tests.lab import running
 
@@ -52,7 +54,7 @@ def test_both_azure_instances_bring_up_their_tunnels(lab: LabState) -> None:
     assert sum(len(c) for c in report.values()) == 2 * lab.tunnels
     for site in ("hetzner", "proxmox"):
         # prod runs a gateway pair on both: the active member carries the site's tunnels.
-        carrier = lab.netlab().pair_carrier(site)
+        carrier = pair_carrier(lab.netlab(), site)
         assert carrier is not None and set(report[carrier]) >= {f"azure-{site}-0", f"azure-{site}-1"}, "a connection to each Azure instance"
         for instance in (0, 1):
             assert report[f"azure-vpn-gw{instance}-{site}-0"] == {f"azure-{site}-conn0-inst{instance}": True}

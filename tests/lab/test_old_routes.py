@@ -25,7 +25,8 @@ from resinfra.lab.failover import BURST
 from resinfra.lab.gateways import run_gateways, start_mesh
 from resinfra.lab.paths import burst, grew, sa_bytes
 from resinfra.mesh import describe, gcp, plan
-from resinfra.netlab import CHARON, Lab, wait_for
+from resinfra.netlab import Lab, wait_for
+from resinfra.netlab.charon import CHARON
 from resinfra.offline import run_offline
 from tests.conftest import dev_config, lab_name_for_tests, require_root, require_tool
 

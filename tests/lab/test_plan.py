@@ -18,7 +18,9 @@ from resinfra.lab.cli import main as lab_main
 from resinfra.lab.clouds import CloudRefusal
 from resinfra.lab.forward import parse_spec
 from resinfra.lab.plan import NAME_PATTERN, LabPlan, inventory_document, lab_plan
-from resinfra.netlab import Lab, fixed_mac, pin_reqids
+from resinfra.netlab import Lab
+from resinfra.netlab.charon import pin_reqids
+from resinfra.netlab.topology import fixed_mac
 from resinfra.offline import OfflineRun, run_offline
 from resinfra.render.cloud_init import NODE_EXPORTER_PORT
 from resinfra.render.monitoring import BLACKBOX_PORT, PROBER_WORKER_INDEX

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from resinfra.lab import cluster
+from resinfra.lab import preconditions, status
 from resinfra.lab.cli import main as lab_main
 
 LONG_DETAIL = (
@@ -18,7 +18,7 @@ LONG_DETAIL = (
 
 
 def report(**changes: Any) -> dict[str, Any]:
-    """A status report of a running two-site lab, as :func:`resinfra.lab.cluster.status_report` returns it."""
+    """A status report of a running two-site lab, as :func:`resinfra.lab.status.status_report` returns it."""
     base: dict[str, Any] = {
         "name": "flab",
         "stack": "dev",
@@ -44,18 +44,18 @@ def report(**changes: Any) -> dict[str, Any]:
 
 def test_a_decision_is_printed_whole() -> None:
     event = {"time": "2026-12-01T20:01:00Z", "event": "decision", "machine": "ri-dev-hetzner-worker-1", "kind": "refuse", "reason": "repair-interrupted"}
-    text = cluster.format_status(report(healer=[{**event, "detail": LONG_DETAIL}]))
+    text = status.format_status(report(healer=[{**event, "detail": LONG_DETAIL}]))
     printed = " ".join(text.split("Healer (", 1)[1].split("Processes:", 1)[0].split())
     assert " ".join(LONG_DETAIL.split()) in printed, printed
     assert all(len(line) <= 160 for line in text.splitlines()), "long details wrap onto the next lines"
 
 
 def test_a_fresh_partition_says_dead_peer_detection_is_pending() -> None:
-    text = cluster.format_status(report(partitioned=["proxmox"], partitionedSeconds={"proxmox": 5.0}))
+    text = status.format_status(report(partitioned=["proxmox"], partitionedSeconds={"proxmox": 5.0}))
     assert "proxmox" in text and "dead-peer detection" in text, text
-    seconds = cluster.dead_peer_seconds()
+    seconds = status.dead_peer_seconds()
     assert 15 < seconds < 30 and f"about {seconds:.0f} s after the cut" in text, text
-    later = cluster.format_status(report(partitioned=["proxmox"], partitionedSeconds={"proxmox": seconds + 5}))
+    later = status.format_status(report(partitioned=["proxmox"], partitionedSeconds={"proxmox": seconds + 5}))
     assert "dead-peer detection" not in later
 
 
@@ -75,7 +75,7 @@ COMMANDS: list[tuple[list[str], str]] = [
 
 @pytest.mark.parametrize(("args", "words"), COMMANDS, ids=[c[0][0] for c in COMMANDS])
 def test_each_command_says_why_it_needs_root(args: list[str], words: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(cluster.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(preconditions.os, "geteuid", lambda: 1000)
     assert lab_main([*args, "--name", "nobody"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"resinfra lab {args[0]} needs root") and words in err, err

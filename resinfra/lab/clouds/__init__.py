@@ -2,7 +2,7 @@
 cloud (``resinfra render``'s ``<prefix>-<site>-vpn-gw/<link>.json``), behaving as the cloud documents.
 
 One module per cloud (:mod:`.azure`, :mod:`.gcp`); each behaviour cites its source there. What
-they produce is a :class:`resinfra.netlab.CloudNetwork`: a namespace and a charon per tunnel,
+they produce is a :class:`resinfra.netlab.topology.CloudNetwork`: a namespace and a charon per tunnel,
 routers with the cloud's route table, bird2 where the cloud speaks BGP.
 """
 
@@ -15,7 +15,8 @@ from typing import Any
 
 from resinfra.addressing import SiteAddresses
 from resinfra.mesh import crypto
-from resinfra.netlab import CloudNetwork, LabError
+from resinfra.netlab import LabError
+from resinfra.netlab.topology import CloudNetwork
 from resinfra.render.swanctl import SwanChild, SwanConnection, render_swanctl
 
 CLOUD_LAN_HOST = 1

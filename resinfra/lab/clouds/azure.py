@@ -35,7 +35,7 @@ from typing import Any
 
 from resinfra.addressing import SiteAddresses
 from resinfra.lab.clouds import ANY, EmulatedCloud, crypto_of, inner_addresses, lan_of, one_tunnel, take
-from resinfra.netlab import SITE, CloudBird, CloudNetwork, CloudRoute, CloudRouter, CloudTunnel, tunnel_device
+from resinfra.netlab.topology import SITE, CloudBird, CloudNetwork, CloudRoute, CloudRouter, CloudTunnel, tunnel_device
 from resinfra.render.bird import BirdSession, BirdSpeaker, render_bird
 
 KEEPALIVE_SECONDS = 60

@@ -34,7 +34,7 @@ from typing import Any
 from resinfra.addressing import SiteAddresses
 from resinfra.cloud_rules import GCP_REFUSED_PEER_RANGES
 from resinfra.lab.clouds import ANY, CloudRefusal, EmulatedCloud, crypto_of, inner_addresses, lan_of, one_tunnel, take
-from resinfra.netlab import SITE, CloudBird, CloudNetwork, CloudRoute, CloudTunnel, tunnel_device
+from resinfra.netlab.topology import SITE, CloudBird, CloudNetwork, CloudRoute, CloudTunnel, tunnel_device
 from resinfra.render.bird import BirdSession, BirdSpeaker, render_bird
 
 RESERVED_PEER_RANGES = tuple(r.network for r in GCP_REFUSED_PEER_RANGES)
