@@ -10,6 +10,7 @@ FAILOVER_TOKEN_KEY = "hetznerFailoverToken"
 """The Hetzner Cloud API token a Hetzner site's gateway pair moves its Floating IP and network routes with:
 required once a Hetzner site has ``gateways: 2`` (:func:`conditional_secret_keys`)."""
 URL_SECRET_KEYS = frozenset({"notificationWebhookUrl"})
+"""Secret keys whose value must be an http(s) URL (checked without ever echoing the value)."""
 PROVIDER_SECRET_KEYS = frozenset(
     {
         "hcloud:token",  # pulumi_hcloud/config/vars.py: token (HCLOUD_TOKEN)
@@ -22,7 +23,6 @@ PROVIDER_SECRET_KEYS = frozenset(
     }
 )
 """Provider credentials in a stack file: they belong there only encrypted (``secure:``)."""
-"""Secret keys whose value must be an http(s) URL (checked without ever echoing the value)."""
 HEALER_ENVIRONMENT_NAMES = frozenset(
     {
         # Hetzner, Azure (a service principal), Proxmox: the providers read these when their config keys are unset.
