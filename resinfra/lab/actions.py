@@ -10,13 +10,14 @@ import time
 from pathlib import Path
 
 from resinfra.addressing import Role
-from resinfra.lab import changes, pairs
-from resinfra.lab.cluster import boot_machine, read_inventory, record_daemons, write_inventory
 from resinfra.lab.preconditions import LabUsageError, require_root, root_of
 from resinfra.lab.state import LabState, MachineRecord, ProcessRecord, alive, changing, existing_namespaces, load, namespace_pids, record_of, spawn, stop
 from resinfra.netlab import Lab, wait_for
 from resinfra.netlab.cloud_network import set_router, start_cloud
 from resinfra.netlab.pair_members import remove_pair_member
+
+# The lab's plan and boot (the program, the renderers) and its gateway pairs load in the actions that need them:
+# `lab partition` and `lab heal` run many times in a session and only change links.
 
 
 def _machine_processes(state: LabState, machine: MachineRecord) -> list[str]:
@@ -29,6 +30,8 @@ def _machine_processes(state: LabState, machine: MachineRecord) -> list[str]:
 def _stop_machine(state: LabState, machine_name: str) -> tuple[MachineRecord, Lab]:
     """SIGKILL a machine's processes (a gateway VM's charon and bird too); the tooling VM is refused: the monitoring and
     the healer run on it (the healer never replaces it either)."""
+    from resinfra.lab import pairs
+
     machine = state.machine(machine_name)
     if machine.role is Role.TOOLING:
         raise LabUsageError(f"{machine_name} is the tooling VM: it runs the monitoring and the healer, which would then see nothing; use lab down")
@@ -56,15 +59,18 @@ HOLD_REPLACE_FILE = "hold-replace"
 """While this file exists in the lab's directory, a replacement waits before creating the machine again."""
 
 
-def replace(name: str, machine_name: str, boot_seconds: float = changes.REPLACE_SECONDS) -> MachineRecord:
+def replace(name: str, machine_name: str, boot_seconds: float | None = None) -> MachineRecord:
     """Replace a machine the way ``pulumi up --replace`` does in a cloud: destroy it, wait for the "provider", create
     it again and boot it from the same user-data; its inventory entry gets the new creation time.
 
     A worker's namespace is destroyed and created anew (a fresh node_exporter at the same
     address). A gateway VM's namespace also carries its site's network, so it is restarted
     in place (charon with the same swanctl.conf, node_exporter). Safe to run again after
-    an interruption at any point.
+    an interruption at any point. ``boot_seconds``: the "provider"'s wait (default ``changes.REPLACE_SECONDS``).
     """
+    from resinfra.lab import changes, pairs
+    from resinfra.lab.cluster import boot_machine, read_inventory, write_inventory
+
     require_root("replace")
     root = root_of(name)
     with changing(root) as state:
@@ -77,7 +83,7 @@ def replace(name: str, machine_name: str, boot_seconds: float = changes.REPLACE_
         elif machine.paired:
             remove_pair_member(lab, machine.site, machine.namespace.removeprefix(f"{lab.name}-"))
         machine.dead = True
-    time.sleep(boot_seconds)
+    time.sleep(changes.REPLACE_SECONDS if boot_seconds is None else boot_seconds)
     # A cloud slow to answer (as the engine emulators' RESINFRA_EMULATOR_HOLD): tests hold a repair in flight this way
     # instead of racing the 2 s "provider" on a loaded machine.
     while (root / HOLD_REPLACE_FILE).exists():
@@ -132,6 +138,8 @@ def set_instance(name: str, site: str, instance: int, alive_: bool) -> str:
                     stop(process, grace=0, sig=signal.SIGKILL)
         record.failed_routers = sorted(set(record.failed_routers) - {key} | (set() if alive_ else {key}))
     if alive_:
+        from resinfra.lab.cluster import record_daemons
+
         start_cloud(lab, site, key)
         record_daemons(lab, root)
     return key

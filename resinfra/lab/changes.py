@@ -54,13 +54,6 @@ from resinfra.monitoring_local import LOCAL_TIMINGS
 from resinfra.render.healer import HealerLayout
 from resinfra.render.monitoring import ToolingLayout
 
-LAB_NAME = "rlab"
-"""The default lab name: every namespace the lab creates starts with ``rlab-``, and its state lives in
-``/var/lib/resinfra-lab/rlab``. Nothing else on a machine uses it; ``--name`` runs a second lab beside it."""
-STATE_ROOT = Path("/var/lib/resinfra-lab")
-"""Not under /run: each gateway's charon gets a private /run (its pid file path is fixed), which would hide the lab's
-files from it. A state left by a reboot (its namespaces gone) is recognised by the boot id and cleared by ``up``."""
-
 LAB_TIMINGS = dataclasses.replace(LOCAL_TIMINGS, latency_for=30, resource_for=30, healer_repeat_interval=10)
 """The production rules at a scale one can watch, as in the loopback tests: scrape every second, NodeDown after 3 s
 (production: 15 s and 60 s, so a kill takes over a minute to be noticed). Alertmanager repeats a firing alert to the

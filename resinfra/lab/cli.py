@@ -9,8 +9,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-from resinfra.lab import changes
-from resinfra.lab.plan import NAME_PATTERN
+from resinfra.lab.names import LAB_NAME, NAME_PATTERN, STATE_ROOT
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -37,8 +36,8 @@ def add_commands(lab: argparse.ArgumentParser, stack_args: Callable[[argparse.Ar
     named.add_argument(
         "--name",
         type=lab_name,
-        default=changes.LAB_NAME,
-        help=f"the lab's name: prefix of its namespaces, state in {changes.STATE_ROOT}/NAME (default {changes.LAB_NAME})",
+        default=LAB_NAME,
+        help=f"the lab's name: prefix of its namespaces, state in {STATE_ROOT}/NAME (default {LAB_NAME})",
     )
 
     up = commands.add_parser("up", parents=[named], help="run the stack offline and bring the whole cluster up on this machine (root)")

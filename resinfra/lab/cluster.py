@@ -25,6 +25,7 @@ from resinfra.cli import StackFileError
 from resinfra.config import ConfigError
 from resinfra.lab import changes, pairs
 from resinfra.lab.boot import boot_plan
+from resinfra.lab.names import LAB_NAME
 from resinfra.lab.observe import targets_healthy, tunnels_up
 from resinfra.lab.plan import LabPlan, inventory_document
 from resinfra.lab.preconditions import LabUsageError, missing_tools, require_root, root_of
@@ -227,7 +228,7 @@ def _up(name: str, root: Path, stack_name: str | None, config_file: str | None, 
     site = next((s.key for s in state.sites if s.key != state.machines[plan.tooling.name].site), None)
     if site is not None:
         tries += [f"lab partition {site}", f"lab heal {site}"]
-    out("Try: " + " | ".join([*tries, "lab down"]) + (f"  (all with --name {name})" if name != changes.LAB_NAME else ""))
+    out("Try: " + " | ".join([*tries, "lab down"]) + (f"  (all with --name {name})" if name != LAB_NAME else ""))
     return state
 
 

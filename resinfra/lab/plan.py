@@ -28,9 +28,6 @@ from resinfra.offline import OfflineRun
 from resinfra.render.healer import HealerLayout, settle_seconds
 from resinfra.render.monitoring import MonitoringPlan
 
-NAME_PATTERN = r"[a-z][a-z0-9]{0,5}"
-"""A lab's name (the namespaces' prefix): what :class:`resinfra.netlab.Lab` accepts."""
-
 
 class LabMachine(MachinePlace):
     """A machine of the stack's inventory, as the lab will run it."""

@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from resinfra.lab import changes
+from resinfra.lab.names import STATE_ROOT
 from resinfra.monitoring_local import NODE_EXPORTER_BIN
 from resinfra.netlab.charon import CHARON
 
@@ -35,7 +35,7 @@ class LabUsageError(RuntimeError):
 
 
 def root_of(name: str) -> Path:
-    return changes.STATE_ROOT / name
+    return STATE_ROOT / name
 
 
 ROOT_NEEDS = {

@@ -17,7 +17,8 @@ from resinfra.lab.boot import BootError, boot_plan
 from resinfra.lab.cli import main as lab_main
 from resinfra.lab.clouds import CloudRefusal
 from resinfra.lab.forward import parse_spec
-from resinfra.lab.plan import NAME_PATTERN, LabPlan, inventory_document, lab_plan
+from resinfra.lab.names import NAME_PATTERN
+from resinfra.lab.plan import LabPlan, inventory_document, lab_plan
 from resinfra.netlab import Lab
 from resinfra.netlab.charon import pin_reqids
 from resinfra.netlab.topology import fixed_mac

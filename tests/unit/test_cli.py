@@ -280,3 +280,11 @@ def test_every_command_is_parsed_without_loading_the_program() -> None:
     loaded = modules_loaded_by("from resinfra import cli\ncli.build_parser().parse_args(['lab', 'partition', 'gcp'])")
     heavy = sorted(loaded & set(THE_PROGRAMS_IMPORTS))
     assert heavy == [], f"parsing a lab command loaded {heavy}"
+
+
+def test_the_labs_outage_commands_load_none_of_the_program() -> None:
+    # `lab kill`, `partition`, `heal`, `kill-instance`, `revive-instance` and `status` only change or read a running
+    # lab: neither the Pulumi SDKs nor the healer service (its state file is read with pydantic, its texts rendered).
+    loaded = modules_loaded_by("import resinfra.lab.actions, resinfra.lab.status")
+    heavy = sorted(loaded & {"pulumi", "pulumi_gcp", "pulumi_azure_native", "pulumi_hcloud", "pulumi_proxmoxve", "tornado"})
+    assert heavy == [], f"the lab's actions loaded {heavy}"
