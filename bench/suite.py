@@ -44,7 +44,7 @@ def run_part(part: str, durations: int, extra: list[str], recording: bool) -> in
     env = dict(os.environ, RESINFRA_NO_SKIP="1")
     measured = Path(tempfile.mkstemp(prefix="module-times-", suffix=".json")[1])
     if recording:
-        command[1:1] = ["-p", "module_times"]  # bench/module_times.py
+        command[3:3] = ["-p", "module_times"]  # after "python -m pytest": bench/module_times.py
         env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "bench"), env.get("PYTHONPATH")])), RESINFRA_MODULE_TIMES=str(measured))
     print(f"\n== {part}: {' '.join(command[1:])}  ({stamp()})", flush=True)
     with LoadSampler() as load:

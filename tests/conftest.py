@@ -116,12 +116,21 @@ STACK_SHAPES = {
 }
 
 
-@pytest.fixture(scope="session")
-def offline_runs() -> dict[str, Any]:
-    """One offline run of the program per stack shape (shared: each takes about a second)."""
-    from resinfra.offline import run_offline
+class OfflineRuns(dict[str, Any]):
+    """The program's offline run per stack shape, each made the first time a test asks for it: under pytest-xdist every
+    worker has its own session, and most workers' tests need only one shape."""
 
-    return {name: run_offline(shape(*providers), stack_name="dev") for name, providers in STACK_SHAPES.items()}
+    def __missing__(self, name: str) -> Any:
+        from resinfra.offline import run_offline
+
+        self[name] = run_offline(shape(*STACK_SHAPES[name]), stack_name="dev")
+        return self[name]
+
+
+@pytest.fixture(scope="session")
+def offline_runs() -> OfflineRuns:
+    """One offline run of the program per stack shape (shared: each takes about a second)."""
+    return OfflineRuns()
 
 
 FAILOVER_TOKEN_SENTINEL = "hcloud-failover-token-sentinel-0123"

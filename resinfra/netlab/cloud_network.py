@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from resinfra.netlab.process import LabError, kill_daemon, run
+from resinfra.netlab.process import LabError, run
 from resinfra.netlab.topology import SITE, CloudNetwork, LabSite, tunnel_device
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def route_cloud(lab: Lab, site: LabSite, cloud: CloudNetwork) -> None:
 
 def set_router(lab: Lab, site: str, router: str, up: bool) -> None:
     """Take a cloud router (an Azure gateway instance) off its links, or put it back: its link to the site
-    namespace and its tunnels' outer sides. Its daemons are the caller's (:func:`kill_router`, :func:`start_cloud`)."""
+    namespace and its tunnels' outer sides. Its daemons are the caller's (:func:`start_cloud`)."""
     cloud = lab.sites[site].cloud
     assert cloud is not None
     state = "up" if up else "down"
@@ -129,14 +129,3 @@ def start_cloud(lab: Lab, site: str, router: str | None = None) -> None:
     for bird in cloud.birds:
         if router is None or bird.router == router:
             lab.start_bird(lab.part_key(site, bird.router), bird.conf)
-
-
-def kill_router(lab: Lab, site: str, router: str) -> None:
-    """End a cloud router's daemons abruptly (SIGKILL: its tunnels' charons and its bird), as a failed instance."""
-    cloud = lab.sites[site].cloud
-    assert cloud is not None
-    for tunnel in cloud.tunnels_of(router):
-        lab.kill_charon(lab.part_key(site, tunnel.key))
-    daemon = lab.birds.pop(lab.part_key(site, router), None)
-    if daemon is not None:
-        kill_daemon(daemon)
