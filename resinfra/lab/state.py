@@ -184,11 +184,14 @@ def state_path(root: Path) -> Path:
     return root / STATE_FILE
 
 
-def load(root: Path) -> LabState:
-    path = state_path(root)
-    if not path.exists():
+def require_lab(root: Path) -> None:
+    if not state_path(root).exists():
         raise LabStateError(f"no lab is up in {root} (start one with: resinfra lab up)")
-    return LabState.model_validate_json(path.read_text())
+
+
+def load(root: Path) -> LabState:
+    require_lab(root)
+    return LabState.model_validate_json(state_path(root).read_text())
 
 
 def save(state: LabState) -> None:
@@ -214,6 +217,7 @@ def locked(root: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def changing(root: Path) -> Iterator[LabState]:
     """Load the state under the lock, let the caller change it, save it."""
+    require_lab(root)  # before the lock: taking it would leave a directory for a lab that was never up
     with locked(root):
         state = load(root)
         yield state

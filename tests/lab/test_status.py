@@ -4,12 +4,14 @@ dead-peer detection notices, and each command's own reason when not run as root.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from resinfra.lab import preconditions, status
 from resinfra.lab.cli import main as lab_main
+from resinfra.lab.state import LabStateError, changing
 
 LONG_DETAIL = (
     "a repair started 2026-12-01T20:00:00Z was cut off by a healer restart; its outcome is unknown: check the stack, "
@@ -80,3 +82,11 @@ def test_each_command_says_why_it_needs_root(args: list[str], words: str, monkey
     err = capsys.readouterr().err
     assert err.startswith(f"resinfra lab {args[0]} needs root") and words in err, err
     assert "sudo" not in err and re.search(r"as root", err), err
+
+
+def test_a_command_on_a_lab_that_is_not_up_leaves_nothing_behind(tmp_path: Path) -> None:
+    # `lab partition gcp --name typo` must say there is no such lab, not create /var/lib/resinfra-lab/typo.
+    root = tmp_path / "typo"
+    with pytest.raises(LabStateError, match="no lab is up"), changing(root):
+        pass
+    assert not root.exists()
