@@ -42,7 +42,8 @@ def record(measured: Path, machine: str) -> None:
 def run_part(part: str, durations: int, extra: list[str], recording: bool) -> int:
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--durations={durations}", *PARTS[part], *extra]
     env = dict(os.environ, RESINFRA_NO_SKIP="1")
-    measured = Path(tempfile.mkstemp(prefix="module-times-", suffix=".json")[1])
+    scratch = tempfile.TemporaryDirectory(prefix="module-times-")
+    measured = Path(scratch.name) / "module-times.json"
     if recording:
         command[3:3] = ["-p", "module_times"]  # after "python -m pytest": bench/module_times.py
         env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "bench"), env.get("PYTHONPATH")])), RESINFRA_MODULE_TIMES=str(measured))
@@ -54,7 +55,7 @@ def run_part(part: str, durations: int, extra: list[str], recording: bool) -> in
     print(f"== {part}: {seconds:.0f} s ({seconds / 60:.1f} min), exit {done.returncode}; {load.summary()}", flush=True)
     if recording and done.returncode == 0:
         record(measured, describe().splitlines()[0])
-    measured.unlink(missing_ok=True)
+    scratch.cleanup()
     return done.returncode
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from xdist.remote import Producer
 from xdist.scheduler import LoadScopeScheduling
 from xdist.workermanage import WorkerController
 
@@ -45,8 +47,8 @@ class LongestFirstScopeScheduling(LoadScopeScheduling):
     """``loadscope`` over a queue ordered longest first (the collection order, see ``tests/conftest.py``; run with
     ``--no-loadscope-reorder``), except that a worker busy with a long module is topped up from the queue's end."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, config: pytest.Config, log: Producer | None = None) -> None:
+        super().__init__(config, log)
         self.table = measured_seconds()
 
     def _busy_with_a_long_module(self, node: WorkerController) -> bool:

@@ -60,8 +60,12 @@ def test_xdists_own_loadscope_queues_a_long_module_behind_another(monkeypatch: p
     assert modules_sent(scheduling.LongestFirstScopeScheduling, 2, monkeypatch)[0] == ["tests/lab/test_partitions.py", "tests/unit/test_quick_f.py"]
 
 
+def test_the_table_names_only_modules_that_exist() -> None:
+    table = scheduling.measured_seconds()
+    stale = [module for module in table if not (ROOT / module).is_file()]
+    assert stale == [], "tests/module_seconds.json names modules that are gone: run bench/suite.py --record"
+
+
 def test_unmeasured_modules_sharing_a_lab_are_guessed_slow() -> None:
     table = scheduling.measured_seconds()
     assert scheduling.expected_seconds("tests/lab/test_new.py", True, table) > scheduling.expected_seconds("tests/unit/test_new.py", False, table)
-    stale = [module for module in table if not (ROOT / module).is_file()]
-    assert stale == [], "tests/module_seconds.json names modules that are gone: run bench/suite.py --record"
