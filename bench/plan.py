@@ -7,7 +7,8 @@ Run: ``uv run python bench/plan.py [--runs N] [--no-big]``. Prints the machine i
   all and none written, as with ``PYTHONDONTWRITEBYTECODE=1`` in a virtualenv installed without
   compiling: every run compiles the SDKs from source), median of ``--runs`` each;
 - in one process: importing the ``resinfra`` command, the first offline run (which loads the
-  provider SDKs it uses), and a second run (the program under mocks alone);
+  provider SDKs it uses), and a second run (the program under mocks alone); then the two runs again with CPython's
+  default garbage-collector thresholds (``resinfra/gc_thresholds.py`` raises the first one while the program runs);
 - the offline run of a 4-site x 100-worker stack against the dev stack's.
 """
 
@@ -29,9 +30,11 @@ from common import summary
 from machine import ROOT, LoadSampler, describe
 
 PHASES = """
-import contextlib, io, time
+import contextlib, io, os, time
 started = time.perf_counter()
-from resinfra import cli
+from resinfra import cli, gc_thresholds
+if os.environ.get("BENCH_DEFAULT_GC"):
+    gc_thresholds.PROGRAM_FIRST_THRESHOLD = 0  # max(0, 700): CPython's default first threshold while the program runs
 imported = time.perf_counter()
 with contextlib.redirect_stdout(io.StringIO()):
     cli.main(["plan"])
@@ -67,10 +70,11 @@ def whole_command(runs: int, env: dict[str, str], via_uv: bool = False) -> list[
     return samples
 
 
-def phases(runs: int) -> list[tuple[float, ...]]:
+def phases(runs: int, default_gc: bool = False) -> list[tuple[float, ...]]:
+    env = dict(os.environ, BENCH_DEFAULT_GC="1") if default_gc else dict(os.environ)
     out = []
     for _ in range(runs):
-        done = subprocess.run([sys.executable, "-c", PHASES], check=True, capture_output=True, text=True, cwd=ROOT)
+        done = subprocess.run([sys.executable, "-c", PHASES], check=True, capture_output=True, text=True, cwd=ROOT, env=env)
         out.append(tuple(float(x) for x in done.stdout.split()))
     return out
 
@@ -108,6 +112,10 @@ def main() -> None:
         print(summary("  import the resinfra command", [s[0] for s in split], width=44))
         print(summary("  first offline run (loads the SDKs it uses)", [s[1] for s in split], width=44))
         print(summary("  second offline run (the program alone)", [s[2] for s in split], width=44), flush=True)
+        # resinfra/gc_thresholds.py: the same phases with CPython's default collector thresholds while the program runs.
+        default = phases(args.runs, default_gc=True)
+        print(summary("  first offline run, default gc thresholds", [s[1] for s in default], width=44))
+        print(summary("  second offline run, default gc thresholds", [s[2] for s in default], width=44), flush=True)
         if not args.no_big:
             dev_seconds, dev_resources = offline_seconds(dev_values(), 3)
             big_seconds, big_resources = offline_seconds(big_values(), 3)

@@ -17,7 +17,7 @@ import pulumi
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 
-from resinfra import cloud_rules, config, provider_outputs, stack
+from resinfra import cloud_rules, config, gc_thresholds, provider_outputs, stack
 
 PROJECT = "resinfra"
 SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
@@ -283,7 +283,8 @@ def run_offline(values: Mapping[str, Any], stack_name: str = "dev", secret_keys:
     def program() -> Any:
         return asyncio.ensure_future(resolve())
 
-    program()
+    with gc_thresholds.while_the_program_runs():
+        program()
     resources = list(monitor.declared.values())
     return OfflineRun(
         config=cfg,
