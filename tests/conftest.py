@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +135,60 @@ class OfflineRuns(dict[str, Any]):
 def offline_runs() -> OfflineRuns:
     """One offline run of the program per stack shape (shared: each takes about a second)."""
     return OfflineRuns()
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one ``resinfra`` command printed, and its exit code."""
+
+    code: int
+    out: str
+    err: str
+
+
+def run_command(argv: list[str]) -> CommandResult:
+    """``resinfra ARGV`` in this process, its output captured."""
+    from resinfra import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    return CommandResult(code, out.getvalue(), err.getvalue())
+
+
+@dataclass
+class DevStackCommands:
+    """``resinfra plan``, ``plan --json`` and ``render`` on the dev stack, each run the first time a test asks, for
+    the tests that only read what they print or write (a test that changes the config or the files runs its own)."""
+
+    render_dir: Path
+    _done: dict[str, CommandResult] = field(default_factory=dict)
+
+    def _once(self, *argv: str) -> CommandResult:
+        if argv not in self._done:
+            self._done[argv] = run_command(list(argv))
+            assert self._done[argv].code == 0, self._done[argv].err
+        return self._done[argv]
+
+    @property
+    def plan(self) -> CommandResult:
+        return self._once("plan")
+
+    @property
+    def plan_json(self) -> dict[str, Any]:
+        return json.loads(self._once("plan", "--json").out)
+
+    @property
+    def render(self) -> tuple[Path, CommandResult]:
+        """The directory ``render --out`` wrote (read it, do not change it) and what it printed."""
+        return self.render_dir, self._once("render", "--out", str(self.render_dir))
+
+
+@pytest.fixture(scope="session")
+def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> DevStackCommands:
+    """The dev stack's plan, JSON plan and render, shared by the tests that only read them (each run takes about a
+    second; a dozen tests read the same three)."""
+    return DevStackCommands(tmp_path_factory.mktemp("dev-render") / "out")
 
 
 FAILOVER_TOKEN_SENTINEL = "hcloud-failover-token-sentinel-0123"

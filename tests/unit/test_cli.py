@@ -13,11 +13,11 @@ import pytest
 
 from resinfra import cli
 from resinfra.offline import OFFLINE_SECRET_PLACEHOLDER
+from tests.conftest import DevStackCommands
 
 
-def test_plan_text_shows_networks_firewalls_workers_and_gateways(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["plan"]) == 0
-    out = capsys.readouterr().out
+def test_plan_text_shows_networks_firewalls_workers_and_gateways(dev_stack: DevStackCommands) -> None:
+    out = dev_stack.plan.out
     for expected in (
         "stack dev",
         "10.10.16.0/20",
@@ -34,9 +34,8 @@ def test_plan_text_shows_networks_firewalls_workers_and_gateways(capsys: pytest.
         assert expected in out, expected
 
 
-def test_plan_json_carries_the_same_data(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["plan", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+def test_plan_json_carries_the_same_data(dev_stack: DevStackCommands) -> None:
+    report = dev_stack.plan_json
     assert [s["name"] for s in report["sites"]] == ["gcp", "azure", "hetzner", "proxmox"]
     assert len(report["machines"]) == 11
     assert {c["type"] for c in report["components"]} == {
@@ -73,8 +72,8 @@ def test_plan_reads_secrets_set_by_path(tmp_path: Path) -> None:
     assert cli.main(["plan", "--config-file", str(path), "--json"]) == 0
 
 
-def test_render_writes_one_file_per_machine_and_purpose(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["render", "--out", str(tmp_path)]) == 0
+def test_render_writes_one_file_per_machine_and_purpose(dev_stack: DevStackCommands) -> None:
+    tmp_path, _ = dev_stack.render
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert "ri-dev-hetzner-gw/user-data.yaml" in files
     assert "ri-dev-gcp-worker-1/user-data.yaml" in files
@@ -84,9 +83,8 @@ def test_render_writes_one_file_per_machine_and_purpose(tmp_path: Path, capsys: 
     assert (tmp_path / "ri-dev-gcp-worker-1/user-data.yaml").read_text().startswith("#cloud-config")
 
 
-def test_plan_shows_the_tunnel_matrix(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["plan"]) == 0
-    out = capsys.readouterr().out
+def test_plan_shows_the_tunnel_matrix(dev_stack: DevStackCommands) -> None:
+    out = dev_stack.plan.out
     assert "Tunnels: 6 links, 6 tunnels" in out
     rows = {line.split()[0]: line.split()[1:3] for line in out.split("Tunnels:", 1)[1].split("\n\n", 1)[0].splitlines()[2:]}
     assert rows == {
@@ -100,8 +98,8 @@ def test_plan_shows_the_tunnel_matrix(capsys: pytest.CaptureFixture[str]) -> Non
     assert out.count("IKEv2 aes256gcm16-prfsha384-ecp384 / ESP aes256gcm16-ecp384 (PFS)") == 6
 
 
-def test_render_writes_gateway_configs_and_managed_ends_owner_only(tmp_path: Path) -> None:
-    assert cli.main(["render", "--out", str(tmp_path)]) == 0
+def test_render_writes_gateway_configs_and_managed_ends_owner_only(dev_stack: DevStackCommands) -> None:
+    tmp_path, _ = dev_stack.render
     secret = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and stat.S_IMODE(p.stat().st_mode) == 0o600)
     # The tooling VM's secret files are checked in tests/unit/test_tooling.py.
     secret = [f for f in secret if not f.startswith("ri-dev-hetzner-tooling/")]
@@ -176,16 +174,10 @@ def test_a_secret_in_clear_in_the_stack_file_is_a_warning(tmp_path: Path, capsys
     assert "sentinel" not in err, "the value is never shown"
 
 
-@pytest.fixture(scope="module")
-def plan_text() -> str:
-    """``resinfra plan`` on the dev stack, run once for the tests that read its text."""
-    import contextlib
-    import io
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert cli.main(["plan"]) == 0
-    return out.getvalue()
+@pytest.fixture
+def plan_text(dev_stack: DevStackCommands) -> str:
+    """``resinfra plan``'s text on the dev stack."""
+    return dev_stack.plan.out
 
 
 def section(text: str, title: str) -> list[str]:
@@ -194,10 +186,9 @@ def section(text: str, title: str) -> list[str]:
     return lines[1:]
 
 
-def test_the_address_plan_holds_every_tunnel_endpoint(plan_text: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_address_plan_holds_every_tunnel_endpoint(plan_text: str, dev_stack: DevStackCommands) -> None:
     """A GCP site's Classic VPN address (its end of every tunnel to a strongSwan site) is in the address plan, not only in the tunnels."""
-    assert cli.main(["plan", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = dev_stack.plan_json
     endpoints = {(end["site"], ip) for t in report["tunnels"] for end in t["ends"] for ip in end["publicIps"]}
     rows = {line.split()[0]: line for line in section(plan_text, "Address plan")[1:]}
     missing = [(site, ip) for site, ip in endpoints if ip not in rows[site]]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import copy
 import ipaddress
-import json
 import struct
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 from resinfra import cli, cloud_rules, config
-from tests.conftest import ROOT, dev_config
+from tests.conftest import ROOT, DevStackCommands, dev_config
 from tests.unit.test_config import Mutation, run_entry_point, set_key, set_site, site
 
 DEPLOYABLE_PUBLIC_RANGE = ("198.20.0.16/28", "198.20.0.17")
@@ -191,13 +190,12 @@ def test_plan_of_a_committed_stack_names_its_placeholders_near_the_top(stack: st
     assert any(line.startswith("  - resinfra:adminCidrs[0]") for line in lines[heading:])
 
 
-def test_plan_json_and_render_carry_the_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["plan", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+def test_plan_json_and_render_carry_the_warning(dev_stack: DevStackCommands) -> None:
+    report = dev_stack.plan_json
     assert [r["key"] for r in report["refusedByDeployment"]] == ["resinfra:sites[3].publicRange"]
     assert [n["key"] for n in report["placeholderNotes"]] == ["resinfra:adminCidrs[0]"]
-    assert cli.main(["render", "--out", str(tmp_path)]) == 0
-    assert "REFUSED BY A REAL DEPLOYMENT" in capsys.readouterr().err
+    _, render = dev_stack.render
+    assert "REFUSED BY A REAL DEPLOYMENT" in render.err
 
 
 def test_a_deployable_stack_plans_without_the_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,7 @@ import yaml
 from resinfra import cli, config, cost
 from resinfra.config import Provider
 from resinfra.offline import run_offline
-from tests.conftest import dev_config, paired_config
+from tests.conftest import DevStackCommands, dev_config, paired_config
 
 GOLDEN = Path(__file__).with_name("golden") / "dev-cost.json"
 REGENERATE = "RESINFRA_REGENERATE_GOLDEN"
@@ -166,18 +166,16 @@ def test_dev_stack_total_is_the_sum_of_its_lines() -> None:
     assert report["monthlyTotal"] > 0
 
 
-def test_plan_prints_the_monthly_estimate(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["plan"]) == 0
-    out = capsys.readouterr().out
+def test_plan_prints_the_monthly_estimate(dev_stack: DevStackCommands) -> None:
+    out = dev_stack.plan.out
     assert "Estimated monthly cost (USD" in out
     assert "Estimate only" in out and "prices.yaml" in out
     total = cost.estimate(config.load(dev_config())).monthly
     assert f"total: {total:,.2f} USD per month" in out
 
 
-def test_plan_json_carries_the_estimate(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["plan", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+def test_plan_json_carries_the_estimate(dev_stack: DevStackCommands) -> None:
+    report = dev_stack.plan_json
     assert report["cost"]["estimate"] is True
     assert [s["site"] for s in report["cost"]["sites"]] == ["gcp", "azure", "hetzner", "proxmox"]
     assert report["cost"]["monthlyTotal"] == json.loads(GOLDEN.read_text())["monthlyTotal"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,17 @@ def test_the_tooling_component_runs_on_the_default_site(shape_name: str, offline
     assert commands["healer-secrets"].urn in commands["healer"].dependencies
 
 
-@pytest.mark.parametrize("site", ["gcp", "azure", "hetzner", "proxmox"])
-def test_tooling_site_picks_any_provider(site: str) -> None:
+@functools.cache
+def tooling_on(site: str) -> OfflineRun:
+    """The dev stack with its tooling VM on ``site``, run once for the two tests that read it."""
     values = copy.deepcopy(dev_config())
     values["resinfra:tooling"] = {"site": site}
-    run = run_offline(values)
+    return run_offline(values)
+
+
+@pytest.mark.parametrize("site", ["gcp", "azure", "hetzner", "proxmox"])
+def test_tooling_site_picks_any_provider(site: str) -> None:
+    run = tooling_on(site)
     assert tooling_of(run)["site"] == site
     vm = next(r for r in run.resources if r.name == f"ri-dev-{site}-tooling" and r.custom)
     assert run.ancestor_types(vm)[0].endswith("Site")
@@ -71,9 +78,7 @@ def test_tooling_site_picks_any_provider(site: str) -> None:
 
 @pytest.mark.parametrize("site", ["gcp", "azure", "hetzner", "proxmox"])
 def test_the_resinfra_vm_exposes_only_ssh_from_admin_networks(site: str) -> None:
-    values = copy.deepcopy(dev_config())
-    values["resinfra:tooling"] = {"site": site}
-    run = run_offline(values)
+    run = tooling_on(site)
     applies_to_tooling = {"hetzner": "tooling", "proxmox": "ri-dev-proxmox-tooling-fw-rules", "gcp": "network", "azure": "subnet"}[site]
     rules = [rule for rule in public_rules(run) if rule[0].startswith(f"ri-dev-{site}") and rule[1] == applies_to_tooling]
     assert rules, "the tooling VM's firewall was found"
