@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from resinfra.netlab.charon import CHARON, pin_reqids, strongswan_conf
+from resinfra.netlab.charon_state import CharonUnreachable, installed_children, loaded_connections, stream
 from resinfra.netlab.cloud_network import TUNNEL_TABLE, build_cloud
 from resinfra.netlab.pair_members import add_pair_member, pair_carrier, pair_site
 from resinfra.netlab.process import Daemon, LabError, kill_daemon, run, stop_daemon, wait_for
@@ -223,8 +224,11 @@ class Lab:
             run("ip", "-n", self.wan_ns, "link", "set", "dev", self.wan_port(port_key), "up" if up else "down")
 
     # -- charon ------------------------------------------------------------------
+    def vici_socket(self, key: str) -> Path:
+        return self.site_dir(key) / "charon.vici"
+
     def vici(self, key: str) -> str:
-        return f"unix://{self.site_dir(key) / 'charon.vici'}"
+        return f"unix://{self.vici_socket(key)}"
 
     def swanctl(self, key: str, command: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run ``swanctl COMMAND`` against the charon of namespace ``key``."""
@@ -280,29 +284,20 @@ class Lab:
             kill_daemon(daemon)
 
     def loaded(self, key: str) -> dict[str, int]:
-        """Loaded connections and their number of children."""
-        result = self.swanctl(key, "--list-conns", "--raw")
-        conns: dict[str, int] = {}
-        for line in result.stdout.splitlines():
-            match = re.match(r"list-conn event \{(\S+) \{", line)
-            if match:
-                conns[match.group(1)] = len(re.findall(r"mode=TUNNEL", line))
-        return conns
+        """Loaded connections and their number of children (tunnel mode). Raises LabError when the charon does not
+        answer."""
+        try:
+            return loaded_connections(stream(self.vici_socket(key), "list-conns"))
+        except CharonUnreachable as error:
+            raise LabError(f"charon of {key}: {error}") from error
 
     def child_sas(self, key: str) -> list[dict[str, str]]:
-        """Installed CHILD_SAs of established IKE_SAs: connection, child name, byte and packet counters."""
-        result = self.swanctl(key, "--list-sas", "--raw", check=False)
-        children = []
-        for line in result.stdout.splitlines():
-            match = re.match(r"list-sa event \{(\S+) \{", line)
-            head, _, tail = line.partition("child-sas")
-            if not match or "state=ESTABLISHED" not in head:
-                continue
-            for body in re.findall(r"\S+?-\d+ \{([^{}]*)\}", tail):
-                fields = dict(re.findall(r"(\S+?)=(\S*)", body))
-                if fields.get("state") == "INSTALLED":
-                    children.append({"connection": match.group(1), **fields})
-        return children
+        """Installed CHILD_SAs of established IKE_SAs: connection, child name, byte and packet counters. None from a
+        charon that does not answer."""
+        try:
+            return installed_children(stream(self.vici_socket(key), "list-sas"))
+        except CharonUnreachable:
+            return []
 
     def all_children_up(self, key: str) -> set[str]:
         """Connections whose every configured child is installed (duplicates from
