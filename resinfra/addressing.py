@@ -15,12 +15,12 @@ Block 0 of the supernet is never given to a site: it holds provider router addre
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from resinfra.config import MAX_WORKERS, Problem, Provider, ProxmoxSite, Site, StackConfig, key_path
+from resinfra.roles import Role
 
 GATEWAY_VM_PROVIDERS = frozenset({Provider.HETZNER, Provider.PROXMOX})
 """Providers without a managed VPN gateway: the program runs a strongSwan VM there."""
@@ -50,14 +50,6 @@ PROXMOX_PUBLIC_SLOTS_BEFORE_WORKERS = 2
 tooling VM lives on the site)."""
 PROXMOX_PAIR_PUBLIC_SLOTS = 2
 """A Proxmox gateway pair's VMs take the last two usable addresses of the range: adding workers never moves them."""
-
-
-class Role(enum.StrEnum):
-    """What a machine is for."""
-
-    WORKER = "worker"
-    GATEWAY = "gateway"
-    TOOLING = "tooling"
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from resinfra.debian_paths import NODE_EXPORTER_BIN
 from resinfra.render.monitoring import LOOPBACK, AlertTimings, Endpoint, MonitoringPlan, ScrapeTarget, ToolingLayout
 from resinfra.render.tooling_files import config_push, secrets_push, targets_push
 from resinfra.render.tooling_units import alertmanager_service, blackbox_service, prometheus_service
 
-NODE_EXPORTER_BIN = "/usr/bin/prometheus-node-exporter"
 NODE_EXPORTER_COLLECTORS = ("cpu", "meminfo", "filesystem", "netdev", "loadavg")
 """Enough for every rule and dashboard; the others only cost CPU on a small CI machine."""
 LOCAL_TIMINGS = AlertTimings(

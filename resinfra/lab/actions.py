@@ -9,12 +9,12 @@ import signal
 import time
 from pathlib import Path
 
-from resinfra.addressing import Role
 from resinfra.lab.preconditions import LabUsageError, require_root, root_of
 from resinfra.lab.state import LabState, MachineRecord, ProcessRecord, alive, changing, existing_namespaces, load, namespace_pids, record_of, spawn, stop
 from resinfra.netlab import Lab, wait_for
 from resinfra.netlab.cloud_network import set_router, start_cloud
 from resinfra.netlab.pair_members import remove_pair_member
+from resinfra.roles import Role
 
 # The lab's plan and boot (the program, the renderers) and its gateway pairs load in the actions that need them:
 # `lab partition` and `lab heal` run many times in a session and only change links.

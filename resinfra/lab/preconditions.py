@@ -7,8 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+from resinfra.debian_paths import NODE_EXPORTER_BIN
 from resinfra.lab.names import STATE_ROOT
-from resinfra.monitoring_local import NODE_EXPORTER_BIN
 from resinfra.netlab.charon import CHARON
 
 TOOLS = {

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from resinfra.addressing import Role
 from resinfra.netlab import Lab
 from resinfra.netlab.topology import CloudNetwork, LabSite, PairNetwork
+from resinfra.roles import Role
 
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"

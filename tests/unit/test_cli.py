@@ -258,11 +258,11 @@ THE_PROGRAMS_IMPORTS = ("pulumi", "pulumi_gcp", "pulumi_azure_native", "pulumi_h
 """What running the program or the healer service loads: about a CPU second per process on a small machine."""
 
 
-def modules_loaded_by(code: str) -> set[str]:
-    """The top-level packages a fresh interpreter has loaded after running ``code``."""
+def modules_loaded_by(code: str, top_level: bool = True) -> set[str]:
+    """The top-level packages (or every module) a fresh interpreter has loaded after running ``code``."""
     listing = "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code + listing], capture_output=True, text=True, check=True, cwd=Path(cli.__file__).parent.parent)
-    return {name.split(".")[0] for name in json.loads(done.stdout.splitlines()[-1])}
+    return {name.split(".")[0] if top_level else name for name in json.loads(done.stdout.splitlines()[-1])}
 
 
 def test_every_command_is_parsed_without_loading_the_program() -> None:
@@ -278,4 +278,12 @@ def test_the_labs_outage_commands_load_none_of_the_program() -> None:
     # lab: neither the Pulumi SDKs nor the healer service (its state file is read with pydantic, its texts rendered).
     loaded = modules_loaded_by("import resinfra.lab.actions, resinfra.lab.status")
     heavy = sorted(loaded & {"pulumi", "pulumi_gcp", "pulumi_azure_native", "pulumi_hcloud", "pulumi_proxmoxve", "tornado"})
+    assert heavy == [], f"the lab's actions loaded {heavy}"
+
+
+def test_the_labs_quickest_commands_load_neither_the_config_nor_the_renderers() -> None:
+    # `lab partition`, `heal`, `kill` read the lab's state file and act: 0.3 CPU-s each, where the config's models and
+    # the monitoring renderers (only to name a binary and a role) made it 0.5. The partitions test runs forty of them.
+    loaded = modules_loaded_by("import resinfra.lab.actions, resinfra.lab.state", top_level=False)
+    heavy = sorted(m for m in loaded if m.startswith(("resinfra.config", "resinfra.render", "resinfra.addressing", "resinfra.monitoring_local")))
     assert heavy == [], f"the lab's actions loaded {heavy}"
