@@ -37,7 +37,15 @@ def bytecode_state() -> str:
     compiled = list((sdk / "__pycache__").glob("*.pyc")) if (sdk / "__pycache__").is_dir() else []
     cached = "compiled" if sources and len(compiled) >= len(sources) else f"not compiled ({len(compiled)}/{len(sources)} files in pulumi_azure_native.network)"
     writes = "PYTHONDONTWRITEBYTECODE=1 (nothing new is cached)" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "bytecode written as modules are imported"
-    return f"SDK bytecode {cached}; {writes}"
+    return f"SDK bytecode {cached}; {writes}; {project_bytecode_state()}"
+
+
+def project_bytecode_state() -> str:
+    """Whether resinfra's modules and pytest's rewrites of the tests are compiled (``tools/compile-bytecode``)."""
+    root = Path(__file__).resolve().parent.parent
+    plain = (root / "resinfra" / "__pycache__").is_dir() and any((root / "resinfra" / "__pycache__").glob("stack.*.pyc"))
+    rewritten = any((root / "tests" / "unit" / "__pycache__").glob("test_cli.*pytest*.pyc")) if (root / "tests" / "unit" / "__pycache__").is_dir() else False
+    return f"project bytecode {'compiled' if plain and rewritten else 'not compiled'} (resinfra {'yes' if plain else 'no'}, tests' rewrites {'yes' if rewritten else 'no'})"
 
 
 def busy_and_total_ticks() -> tuple[int, int]:

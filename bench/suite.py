@@ -1,6 +1,6 @@
 """Time the test suite: the fast part (everything but the real engine) and the engine tests, each with its slowest tests.
 
-Run: ``uv run python bench/suite.py [--part fast|engine|all] [--durations N] [--record] [-- PYTEST ARGS]``.
+Run: ``uv run python bench/suite.py [--part fast|engine|all] [--durations N] [--record] [--bytecode compiled|none] [-- PYTEST ARGS]``.
 Run it as root with the Debian packages of ``.ci/run`` so nothing skips (``RESINFRA_NO_SKIP=1``
 is set). Prints the machine (cores, CPU model, load average, bytecode), the wall time of each
 part, the load average and the CPU busy while it ran; the machine is shared, so say which load a figure had.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,8 +65,19 @@ def main() -> None:
     parser.add_argument("--part", choices=["fast", "engine", "all", "both"], default="both", help="both: fast then engine, timed apart (default)")
     parser.add_argument("--durations", type=int, default=25, help="how many of the slowest tests to list")
     parser.add_argument("--record", action="store_true", help="write each module's time to tests/module_seconds.json")
+    parser.add_argument(
+        "--bytecode",
+        choices=["compiled", "none"],
+        default="compiled",
+        help="compiled: run tools/compile-bytecode first (as .ci/run does); none: remove the project's own bytecode first",
+    )
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     args = parser.parse_args()
+    if args.bytecode == "compiled":
+        subprocess.run(["bash", str(ROOT / "tools" / "compile-bytecode")], check=True)
+    else:
+        for cache in [p for top in ("resinfra", "tests", "bench", "tools") for p in (ROOT / top).rglob("__pycache__")]:
+            shutil.rmtree(cache)
     print(describe(), flush=True)
     parts = ["fast", "engine"] if args.part == "both" else [args.part]
     codes = [run_part(part, args.durations, args.pytest_args, args.record) for part in parts]

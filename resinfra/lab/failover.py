@@ -11,13 +11,13 @@ import re
 from resinfra.addressing import Role
 from resinfra.lab.actions import set_instance
 from resinfra.lab.observe import ping, tunnel_report
-from resinfra.lab.paths import PathEvidence, burst, pair_path, sa_bytes
+from resinfra.lab.paths import BURST_BYTES, PathEvidence, burst, pair_path, sa_bytes
 from resinfra.lab.preconditions import root_of
 from resinfra.lab.state import LabState, MachineRecord, load
 from resinfra.netlab import LabError, wait_for
 
-BURST = 200 * 1200
-"""Bytes a burst of pings puts on a tunnel: far above the scrapes and probes crossing it meanwhile (about 10 kB/s)."""
+BURST = BURST_BYTES
+"""Bytes a burst of pings puts on a tunnel (:data:`resinfra.lab.paths.BURST_BYTES`)."""
 _INSTANCE = re.compile(r"-vpn-gw(\d+)-")
 
 

@@ -16,7 +16,7 @@ from resinfra import cli
 from resinfra.lab import changes
 from resinfra.lab.clouds import emulate
 from resinfra.lab.gateways import MeshGateway, mesh_gateways, read_descriptions, start_mesh
-from resinfra.lab.paths import pair_path
+from resinfra.lab.paths import BURST_BYTES, pair_path
 from resinfra.netlab import Lab, wait_for
 from resinfra.netlab.charon import CHARON
 from resinfra.offline import run_offline
@@ -24,8 +24,6 @@ from tests.conftest import dev_config, lab_name_for_tests, require_root, require
 
 UP_TIMEOUT = 30.0
 BGP_TIMEOUT = 60.0
-BURST = 200 * 1200
-"""Bytes a burst of pings puts on a tunnel (each way): far above what BGP and DPD send meanwhile."""
 # Overridable so that two checkouts on one machine can run the mesh tests at once.
 LAB_NAME = lab_name_for_tests("RESINFRA_TEST_MESH_LAB_NAME", "rmt")
 
@@ -120,7 +118,7 @@ def test_azure_advertises_its_local_network_gateways_and_gcp_routes_by_prefix_th
 def test_the_path_between_two_sites_is_their_own_tunnel(lab: Lab) -> None:
     wait_for(lambda: every_pair_reachable(lab), BGP_TIMEOUT, "every pair reachable")
     for a, b in itertools.combinations(lab.sites, 2):
-        evidence = pair_path(lab, a, b, lab.node_ns(a, 1), str(lab.sites[b].nodes[0].ip), BURST)
+        evidence = pair_path(lab, a, b, lab.node_ns(a, 1), str(lab.sites[b].nodes[0].ip), BURST_BYTES)
         assert not evidence.problems, f"{a} -> {b}: {evidence}"
 
 
