@@ -1,7 +1,7 @@
 """CPU per query of a charon's state, as the lab polls it: over VICI (:mod:`resinfra.netlab.charon_state`) and, for
 comparison, through the ``swanctl`` binary (``--list-sas --raw``, ``--list-conns --raw``), which the lab ran before.
 
-Run: ``sudo uv run python bench/charon_queries.py``. Brings up the dev stack's mesh in namespaces (as
+Run as root: ``uv run python bench/charon_queries.py``. Brings up the dev stack's mesh in namespaces (as
 ``bench/mesh.py``), waits for every tunnel, then asks one gateway's charon ``CALLS`` times each way. CPU is this
 process's plus its children's (swanctl runs as a child); the charon's own share is the same either way (the same VICI
 request) and not counted.

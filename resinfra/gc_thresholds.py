@@ -34,7 +34,7 @@ def while_the_program_runs() -> Iterator[None]:
     """Raise the first threshold for the block, then put back the one that was set (``run_offline`` runs inside the
     tests' and the lab's processes, which keep their own)."""
     before = gc.get_threshold()
-    gc.set_threshold(max(PROGRAM_FIRST_THRESHOLD, before[0]), before[1], before[2])
+    for_the_program()
     try:
         yield
     finally:

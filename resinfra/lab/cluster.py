@@ -132,7 +132,7 @@ def up(
     require_root("up")
     missing = missing_tools()
     if missing:
-        raise LabUsageError("the lab needs tools that are not installed: " + "; ".join(missing) + ". `sudo bash .ci/run --packages` installs them.")
+        raise LabUsageError("the lab needs tools that are not installed: " + "; ".join(missing) + ". `bash .ci/run --packages`, as root, installs them.")
     root = root_of(name)
     if state_path(root).exists() and load(root).boot_id != boot_id():
         out(f"lab {name} was up before this machine rebooted: clearing its state")

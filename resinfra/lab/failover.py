@@ -16,8 +16,6 @@ from resinfra.lab.preconditions import root_of
 from resinfra.lab.state import LabState, MachineRecord, load
 from resinfra.netlab import LabError, wait_for
 
-BURST = BURST_BYTES
-"""Bytes a burst of pings puts on a tunnel (:data:`resinfra.lab.paths.BURST_BYTES`)."""
 _INSTANCE = re.compile(r"-vpn-gw(\d+)-")
 
 
@@ -42,7 +40,7 @@ def own_tunnels(lab: LabState) -> dict[tuple[str, str], PathEvidence]:
     """The path evidence between the first workers of every two sites."""
     netlab = lab.netlab()
     first = first_workers(lab)
-    return {(a, b): pair_path(netlab, a, b, first[a].namespace, first[b].private_ip, BURST) for a, b in itertools.combinations(sorted(first), 2)}
+    return {(a, b): pair_path(netlab, a, b, first[a].namespace, first[b].private_ip, BURST_BYTES) for a, b in itertools.combinations(sorted(first), 2)}
 
 
 def carrying(lab: LabState, site: str) -> dict[int, set[str]]:
@@ -63,7 +61,7 @@ def carrying(lab: LabState, site: str) -> dict[int, set[str]]:
         before = sa_bytes(netlab, instance)
         burst(netlab, first[other].namespace, first[site].private_ip)
         for pair, (bytes_in, _) in sa_bytes(netlab, instance).items():
-            if bytes_in - before.get(pair, (0, 0))[0] >= BURST:
+            if bytes_in - before.get(pair, (0, 0))[0] >= BURST_BYTES:
                 out[instance[pair[0]]].add(other)
     return out
 

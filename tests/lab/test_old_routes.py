@@ -21,9 +21,8 @@ from pathlib import Path
 import pytest
 
 from resinfra.lab import changes
-from resinfra.lab.failover import BURST
 from resinfra.lab.gateways import run_gateways, start_mesh
-from resinfra.lab.paths import burst, grew, sa_bytes
+from resinfra.lab.paths import BURST_BYTES, burst, grew, sa_bytes
 from resinfra.mesh import describe, gcp, plan
 from resinfra.netlab import Lab, wait_for
 from resinfra.netlab.charon import CHARON
@@ -77,7 +76,7 @@ def test_gcp_sends_the_strongswan_sites_traffic_to_azure_and_loses_it(lab: Lab) 
     assert " dev t0 " in chosen, chosen
     before = sa_bytes(lab)
     burst(lab, lab.node_ns("gcp", 1), str(lab.sites["hetzner"].nodes[0].ip))
-    moved = grew(before, sa_bytes(lab), BURST)
+    moved = grew(before, sa_bytes(lab), BURST_BYTES)
     # GCP -> Azure carried it; Azure did not pass it on to Hetzner (its tunnel's selectors are Azure's block), nor did
     # GCP's own tunnel to Hetzner see it.
     assert ("gcp-vpn-azure-0", "gcp-azure-0") in moved and ("azure-vpn-gw0-gcp-0", "gcp-azure-conn0-inst0") in moved, moved
